@@ -1,0 +1,105 @@
+//! Request and response bodies of the HTTP API, shared by the server and the CLI.
+
+use chrono::{DateTime, Utc};
+use kl_core::{FunctionSpec, Runtime};
+use serde::{Deserialize, Serialize};
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `ArchiveUnsafePath`.
+    pub code: String,
+    /// What failed, for which object, and what to do.
+    pub message: String,
+}
+
+/// Answer to an upload: the revision that will be built.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployAccepted {
+    pub tenant: String,
+    pub function: String,
+    pub revision: String,
+    pub number: i64,
+}
+
+/// Build and readiness state of a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionState {
+    Building,
+    Ready,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    pub name: String,
+    pub number: i64,
+    pub state: RevisionState,
+    /// Whether this revision takes the function's traffic.
+    pub serving: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<FunctionSpec>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionView {
+    pub tenant: String,
+    pub name: String,
+    /// Invocation path on the server, e.g. `/fn/default/hello`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<RevisionView>,
+    /// Instances running now.
+    pub instances_running: usize,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    pub id: String,
+    pub revision: String,
+    pub pid: u32,
+    pub in_flight: u32,
+    pub started_at: DateTime<Utc>,
+    pub startup_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDetail {
+    #[serde(flatten)]
+    pub function: FunctionView,
+    /// The serving revision's spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<FunctionSpec>,
+    pub revisions: Vec<RevisionView>,
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionList {
+    pub functions: Vec<FunctionView>,
+}

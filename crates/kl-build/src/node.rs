@@ -1,0 +1,95 @@
+//! Node.js: `package.json` (+ lock file) → `npm ci` / `npm install --omit=dev` into a layer
+//! cached by the hash of the manifests and the Node version, linked in as `node_modules`.
+
+use std::collections::BTreeMap;
+
+use tokio::process::Command;
+
+use crate::{BuildError, LangContext, Launch, Prepared, cache_key, command, publish_cache_entry, shims};
+
+const LOCK_FILES: [&str; 2] = ["package-lock.json", "npm-shrinkwrap.json"];
+
+pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
+    let manifest = tokio::fs::read(ctx.root.join("package.json")).await.ok();
+    let has_deps = match &manifest {
+        Some(bytes) => {
+            let json: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| BuildError::Manifest(format!("package.json is not valid JSON: {e}")))?;
+            json.get("dependencies")
+                .and_then(|d| d.as_object())
+                .is_some_and(|d| !d.is_empty())
+        }
+        None => false,
+    };
+    let vendored = tokio::fs::try_exists(ctx.code.join("node_modules")).await?;
+    let (deps_key, deps_cached) = if has_deps && !vendored {
+        let lock = find_lock(ctx).await;
+        let lock_bytes = lock.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let manifest = manifest.unwrap_or_default();
+        let key = cache_key(&[b"node", ctx.version.as_bytes(), &manifest, lock_bytes]);
+        let layer = ctx.cache.join("node").join(&key);
+        let cached = tokio::fs::try_exists(&layer).await?;
+        if cached {
+            ctx.log
+                .line(&format!("dependencies: cached layer {}", &key[..12]));
+        } else {
+            let tmp = ctx
+                .cache
+                .join("node")
+                .join(format!("{key}.tmp-{}", std::process::id()));
+            tokio::fs::create_dir_all(&tmp).await?;
+            tokio::fs::write(tmp.join("package.json"), &manifest).await?;
+            let mut npm = Command::new("npm");
+            match &lock {
+                Some((name, bytes)) => {
+                    tokio::fs::write(tmp.join(name), bytes).await?;
+                    npm.arg("ci");
+                }
+                None => {
+                    npm.args(["install", "--no-package-lock"]);
+                }
+            }
+            npm.args(["--omit=dev", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .current_dir(&tmp);
+            if let Err(e) = command::run("npm install", &mut npm, ctx.log).await {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(e);
+            }
+            publish_cache_entry(&tmp, &layer).await?;
+        }
+        std::os::unix::fs::symlink(layer.join("node_modules"), ctx.code.join("node_modules"))?;
+        (key, cached)
+    } else {
+        let why = if vendored {
+            "vendored node_modules"
+        } else {
+            "none in package.json"
+        };
+        ctx.log.line(&format!("dependencies: {why}"));
+        (String::new(), true)
+    };
+    let shim = shims::write(ctx.out, shims::NODE_FILE, shims::NODE).await?;
+    let env = BTreeMap::from([
+        ("KL_CODE_DIR".to_owned(), ctx.code.display().to_string()),
+        ("KL_HANDLER".to_owned(), ctx.spec.handler.clone()),
+    ]);
+    Ok(Prepared {
+        launch: Launch {
+            program: "node".into(),
+            args: vec![shim.display().to_string()],
+            env,
+            cwd: ctx.code.to_path_buf(),
+        },
+        deps_key,
+        deps_cached,
+    })
+}
+
+async fn find_lock(ctx: &LangContext<'_>) -> Option<(&'static str, Vec<u8>)> {
+    for name in LOCK_FILES {
+        if let Ok(bytes) = tokio::fs::read(ctx.root.join(name)).await {
+            return Some((name, bytes));
+        }
+    }
+    None
+}

@@ -1,0 +1,72 @@
+//! Python: `requirements.txt` → `pip install --target` into a layer cached by the hash of the
+//! requirements and the interpreter version.
+
+use std::collections::BTreeMap;
+
+use tokio::process::Command;
+
+use crate::{BuildError, LangContext, Launch, Prepared, cache_key, command, publish_cache_entry, shims};
+
+pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
+    let reqs_path = ctx.root.join("requirements.txt");
+    let reqs = tokio::fs::read_to_string(&reqs_path).await.unwrap_or_default();
+    let has_reqs = reqs
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let mut env = BTreeMap::from([
+        ("KL_CODE_DIR".to_owned(), ctx.code.display().to_string()),
+        ("KL_HANDLER".to_owned(), ctx.spec.handler.clone()),
+        ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
+    ]);
+    let (deps_key, deps_cached) = if has_reqs {
+        let key = cache_key(&[b"python", ctx.version.as_bytes(), reqs.as_bytes()]);
+        let layer = ctx.cache.join("python").join(&key);
+        let cached = tokio::fs::try_exists(&layer).await?;
+        if cached {
+            ctx.log
+                .line(&format!("dependencies: cached layer {}", &key[..12]));
+        } else {
+            let tmp = ctx
+                .cache
+                .join("python")
+                .join(format!("{key}.tmp-{}", std::process::id()));
+            tokio::fs::create_dir_all(&tmp).await?;
+            let mut pip = Command::new("python3");
+            pip.args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(["--no-warn-script-location", "--target"])
+            .arg(&tmp)
+            .arg("-r")
+            .arg(&reqs_path)
+            .current_dir(ctx.root);
+            let result = command::run("pip install", &mut pip, ctx.log).await;
+            if let Err(e) = result {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(e);
+            }
+            publish_cache_entry(&tmp, &layer).await?;
+        }
+        env.insert("KL_DEPS_DIR".to_owned(), layer.display().to_string());
+        (key, cached)
+    } else {
+        ctx.log.line("dependencies: none (no requirements.txt)");
+        (String::new(), true)
+    };
+    let shim = shims::write(ctx.out, shims::PYTHON_FILE, shims::PYTHON).await?;
+    Ok(Prepared {
+        launch: Launch {
+            program: "python3".into(),
+            args: vec!["-u".into(), shim.display().to_string()],
+            env,
+            cwd: ctx.code.to_path_buf(),
+        },
+        deps_key,
+        deps_cached,
+    })
+}

@@ -1,0 +1,216 @@
+//! The data plane: routes invocations to the serving revision's instances, starts instances
+//! on demand, enforces each instance's concurrency limit and the function timeout, and
+//! replaces instances that crash or hang.
+
+mod pool;
+mod proxy;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use kl_core::{FunctionSpec, Launch};
+use kl_runtime::{Runtime, RuntimeError};
+use thiserror::Error;
+
+pub use pool::InstanceStatus;
+use pool::RevisionPool;
+
+/// A ready revision the gateway can serve.
+#[derive(Debug, Clone)]
+pub struct RevisionTarget {
+    pub tenant: String,
+    pub function: String,
+    pub revision: String,
+    pub spec: FunctionSpec,
+    pub launch: Launch,
+    pub log_path: PathBuf,
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest response body taken from an instance.
+    pub max_response_bytes: usize,
+    /// Idle instances are stopped after this long without a request.
+    pub idle_timeout: Duration,
+    /// Grace given to an instance between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// One invocation, already authenticated and size-checked by the caller.
+#[derive(Debug)]
+pub struct Invocation {
+    pub method: http::Method,
+    /// Function-relative path and query, starting with `/`.
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub request_id: String,
+}
+
+/// Why an invocation got no answer from the function.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// No ready revision is routed for the function.
+    #[error("function {0:?} has no ready revision")]
+    NoRoute(String),
+    /// Every instance is busy and no more may start; retry later.
+    #[error("no capacity: all {instances} instances of {revision} are busy; retry later")]
+    NoCapacity { revision: String, instances: usize },
+    /// An instance could not be started.
+    #[error("the function could not start: {0}")]
+    Start(#[from] RuntimeError),
+    /// The function did not answer within its timeout; the instance was replaced.
+    #[error("the function did not respond within {0}")]
+    Timeout(String),
+    /// The instance exited while handling the request; it will be replaced.
+    #[error("the function's instance exited ({0}) while handling the request")]
+    Crashed(String),
+    /// The function's response exceeded the size limit.
+    #[error("the function's response is larger than {0} bytes")]
+    ResponseTooLarge(usize),
+    /// The instance broke the HTTP protocol; it was replaced.
+    #[error("the function's instance returned an invalid response: {0}")]
+    Upstream(String),
+}
+
+/// A revision with a warm instance, not yet routed.
+pub struct Prepared(Arc<RevisionPool>);
+
+impl Prepared {
+    /// Stops the prepared instance instead of routing to it.
+    pub async fn discard(self) {
+        self.0.stop_all().await;
+    }
+}
+
+/// The routing table and the instances behind it.
+pub struct Gateway {
+    routes: ArcSwap<HashMap<String, Arc<RevisionPool>>>,
+    runtime: Arc<dyn Runtime>,
+    config: GatewayConfig,
+}
+
+fn route_key(tenant: &str, function: &str) -> String {
+    format!("{tenant}/{function}")
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<dyn Runtime>, config: GatewayConfig) -> Arc<Gateway> {
+        let gateway = Arc::new(Gateway {
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            runtime,
+            config,
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&gateway)));
+        gateway
+    }
+
+    /// Starts one instance of `target` to prove it serves. The result is routed with
+    /// [`Gateway::install`] or dropped with [`Prepared::discard`].
+    pub async fn prepare(&self, target: RevisionTarget) -> Result<Prepared, RuntimeError> {
+        let pool = Arc::new(RevisionPool::new(
+            target,
+            self.runtime.clone(),
+            self.config.clone(),
+        ));
+        pool.warm_up().await?;
+        Ok(Prepared(pool))
+    }
+
+    /// Routes the function's traffic to a prepared revision; the previous one drains.
+    pub fn install(&self, prepared: Prepared) {
+        let key = route_key(&prepared.0.target.tenant, &prepared.0.target.function);
+        self.swap_route(&key, Some(prepared.0));
+    }
+
+    /// Routes to `target` without starting anything (on restart: instances start on the
+    /// first request).
+    pub fn restore(&self, target: RevisionTarget) {
+        let key = route_key(&target.tenant, &target.function);
+        let pool = Arc::new(RevisionPool::new(
+            target,
+            self.runtime.clone(),
+            self.config.clone(),
+        ));
+        self.swap_route(&key, Some(pool));
+    }
+
+    /// Whether the routed revision of a function is public; `None` when not routed.
+    pub fn is_public(&self, tenant: &str, function: &str) -> Option<bool> {
+        self.routes
+            .load()
+            .get(&route_key(tenant, function))
+            .map(|pool| pool.target.spec.public)
+    }
+
+    /// Stops routing to a function and stops its instances once their requests finish.
+    pub fn remove(&self, tenant: &str, function: &str) {
+        self.swap_route(&route_key(tenant, function), None);
+    }
+
+    fn swap_route(&self, key: &str, pool: Option<Arc<RevisionPool>>) {
+        let mut old = None;
+        self.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            old = match &pool {
+                Some(p) => next.insert(key.to_owned(), p.clone()),
+                None => next.remove(key),
+            };
+            next
+        });
+        if let Some(old) = old {
+            tokio::spawn(async move { old.retire().await });
+        }
+    }
+
+    /// Serves one invocation.
+    pub async fn invoke(
+        &self,
+        tenant: &str,
+        function: &str,
+        call: Invocation,
+    ) -> Result<http::Response<Bytes>, GatewayError> {
+        let pool = self
+            .routes
+            .load()
+            .get(&route_key(tenant, function))
+            .cloned()
+            .ok_or_else(|| GatewayError::NoRoute(function.to_owned()))?;
+        pool.invoke(call).await
+    }
+
+    /// The serving revision and its instances, if the function is routed.
+    pub fn status(&self, tenant: &str, function: &str) -> Option<(String, Vec<InstanceStatus>)> {
+        let routes = self.routes.load();
+        let pool = routes.get(&route_key(tenant, function))?;
+        Some((pool.target.revision.clone(), pool.instances()))
+    }
+
+    /// Stops every instance (server shutdown).
+    pub async fn shutdown(&self) {
+        let routes = self.routes.swap(Arc::new(HashMap::new()));
+        let mut stops = tokio::task::JoinSet::new();
+        for pool in routes.values() {
+            let pool = Arc::clone(pool);
+            stops.spawn(async move { pool.stop_all().await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+/// Stops instances idle for longer than the idle timeout, until the gateway is dropped.
+async fn reap_idle(gateway: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(gateway) = gateway.upgrade() else { return };
+        for pool in gateway.routes.load().values() {
+            pool.reap_idle();
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The instances of one revision: picks the least-loaded instance with a free slot, starts a
+//! new one when all are full (up to max-scale), and waits (with a deadline) otherwise. An
+//! instance never holds more requests than the revision's concurrency.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kl_runtime::{Instance, Runtime, RuntimeError, StartRequest};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::proxy::Connections;
+use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
+
+/// An instance and its load.
+pub(crate) struct Slot {
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) conns: Connections,
+    /// Set when the gateway gave up on the instance (timeout, protocol error).
+    dead: AtomicBool,
+}
+
+impl Slot {
+    fn alive(&self) -> bool {
+        !self.dead.load(Ordering::Relaxed) && self.instance.exit_status().is_none()
+    }
+
+    /// Kills the instance and keeps it out of rotation.
+    pub(crate) fn discard(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+        self.instance.kill();
+    }
+}
+
+struct Entry {
+    slot: Arc<Slot>,
+    in_flight: u32,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    entries: Vec<Entry>,
+    starting: u32,
+    retired: bool,
+}
+
+/// What `kl describe` shows of an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub pid: u32,
+    pub in_flight: u32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub startup_ms: u64,
+}
+
+pub(crate) struct RevisionPool {
+    pub(crate) target: RevisionTarget,
+    runtime: Arc<dyn Runtime>,
+    config: GatewayConfig,
+    state: Mutex<PoolState>,
+    changed: Notify,
+}
+
+/// A claimed slot on an instance; releases it when dropped.
+pub(crate) struct Lease<'a> {
+    pool: &'a RevisionPool,
+    pub(crate) slot: Arc<Slot>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.state.lock().expect("pool lock");
+        if let Some(e) = state
+            .entries
+            .iter_mut()
+            .find(|e| Arc::ptr_eq(&e.slot, &self.slot))
+        {
+            e.in_flight -= 1;
+            e.last_used = Instant::now();
+        }
+        drop(state);
+        self.pool.changed.notify_one();
+    }
+}
+
+impl RevisionPool {
+    pub(crate) fn new(
+        target: RevisionTarget,
+        runtime: Arc<dyn Runtime>,
+        config: GatewayConfig,
+    ) -> RevisionPool {
+        RevisionPool {
+            target,
+            runtime,
+            config,
+            state: Mutex::new(PoolState::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn start_request(&self) -> StartRequest {
+        StartRequest {
+            tenant: self.target.tenant.clone(),
+            function: self.target.function.clone(),
+            revision: self.target.revision.clone(),
+            launch: self.target.launch.clone(),
+            log_path: self.target.log_path.clone(),
+        }
+    }
+
+    /// Starts one idle instance (the readiness check of a new revision).
+    pub(crate) async fn warm_up(&self) -> Result<(), RuntimeError> {
+        let instance = self.runtime.start(self.start_request()).await?;
+        self.state.lock().expect("pool lock").entries.push(Entry {
+            slot: new_slot(instance),
+            in_flight: 0,
+            last_used: Instant::now(),
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn invoke(&self, call: Invocation) -> Result<http::Response<Bytes>, GatewayError> {
+        let timeout = Duration::from_millis(self.target.spec.timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let (lease, cold) = self.acquire(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut response = crate::proxy::forward(
+            &lease.slot,
+            call,
+            deadline_ms(remaining),
+            remaining,
+            &self.config,
+            &self.target.spec,
+        )
+        .await?;
+        let headers = response.headers_mut();
+        headers.insert("x-kl-revision", header_value(&self.target.revision));
+        if cold {
+            headers.insert("x-kl-cold-start", http::HeaderValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    /// Claims a slot, starting an instance if needed; the bool says whether it was started
+    /// for this request (a cold start).
+    async fn acquire(&self, deadline: Instant) -> Result<(Lease<'_>, bool), GatewayError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let start = {
+                let mut state = self.state.lock().expect("pool lock");
+                state.entries.retain(|e| e.slot.alive() || e.in_flight > 0);
+                let limit = self.target.spec.concurrency;
+                let best = state
+                    .entries
+                    .iter_mut()
+                    .filter(|e| e.in_flight < limit && e.slot.alive())
+                    .min_by_key(|e| e.in_flight);
+                if let Some(entry) = best {
+                    entry.in_flight += 1;
+                    return Ok((
+                        Lease {
+                            pool: self,
+                            slot: entry.slot.clone(),
+                        },
+                        false,
+                    ));
+                }
+                let total = state.entries.len() as u32 + state.starting;
+                // A starting instance with several slots will take this request too.
+                let covered = state.starting > 0 && limit > 1;
+                let may_start = !state.retired && total < self.target.spec.max_scale && !covered;
+                if may_start {
+                    state.starting += 1;
+                }
+                may_start
+            };
+            if start {
+                return self.start_for_request().await.map(|lease| (lease, true));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let instances = self.state.lock().expect("pool lock").entries.len();
+                return Err(GatewayError::NoCapacity {
+                    revision: self.target.revision.clone(),
+                    instances,
+                });
+            }
+        }
+    }
+
+    async fn start_for_request(&self) -> Result<Lease<'_>, GatewayError> {
+        let started = self.runtime.start(self.start_request()).await;
+        let mut state = self.state.lock().expect("pool lock");
+        state.starting -= 1;
+        let result = match started {
+            Ok(instance) if state.retired => {
+                instance.kill();
+                Err(GatewayError::NoRoute(self.target.function.clone()))
+            }
+            Ok(instance) => {
+                let slot = new_slot(instance);
+                state.entries.push(Entry {
+                    slot: slot.clone(),
+                    in_flight: 1,
+                    last_used: Instant::now(),
+                });
+                Ok(Lease { pool: self, slot })
+            }
+            Err(e) => Err(GatewayError::Start(e)),
+        };
+        drop(state);
+        self.changed.notify_waiters();
+        result
+    }
+
+    pub(crate) fn instances(&self) -> Vec<InstanceStatus> {
+        let state = self.state.lock().expect("pool lock");
+        state
+            .entries
+            .iter()
+            .filter(|e| e.slot.alive())
+            .map(|e| InstanceStatus {
+                id: e.slot.instance.id.clone(),
+                pid: e.slot.instance.pid,
+                in_flight: e.in_flight,
+                started_at: e.slot.instance.started_at,
+                startup_ms: e.slot.instance.startup.as_millis() as u64,
+            })
+            .collect()
+    }
+
+    /// Stops instances that have been idle longer than the idle timeout.
+    pub(crate) fn reap_idle(&self) {
+        let now = Instant::now();
+        let mut idle = Vec::new();
+        {
+            let mut state = self.state.lock().expect("pool lock");
+            state.entries.retain(|e| {
+                let expired = e.in_flight == 0 && now.duration_since(e.last_used) >= self.config.idle_timeout;
+                if expired || (!e.slot.alive() && e.in_flight == 0) {
+                    idle.push(e.slot.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let grace = self.config.stop_grace;
+        for slot in idle {
+            tokio::spawn(async move { slot.instance.stop(grace).await });
+        }
+    }
+
+    /// Takes no new requests; stops each instance once its requests are done.
+    pub(crate) async fn retire(&self) {
+        self.state.lock().expect("pool lock").retired = true;
+        let deadline =
+            Instant::now() + Duration::from_millis(self.target.spec.timeout_ms) + self.config.stop_grace;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let busy = self
+                .state
+                .lock()
+                .expect("pool lock")
+                .entries
+                .iter()
+                .any(|e| e.in_flight > 0);
+            if !busy || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// Stops every instance now (with the stop grace).
+    pub(crate) async fn stop_all(&self) {
+        let slots: Vec<_> = {
+            let mut state = self.state.lock().expect("pool lock");
+            state.retired = true;
+            state.entries.drain(..).map(|e| e.slot).collect()
+        };
+        let grace = self.config.stop_grace;
+        let mut stops = tokio::task::JoinSet::new();
+        for slot in slots {
+            stops.spawn(async move { slot.instance.stop(grace).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+fn new_slot(instance: Arc<Instance>) -> Arc<Slot> {
+    Arc::new(Slot {
+        instance,
+        conns: Connections::default(),
+        dead: AtomicBool::new(false),
+    })
+}
+
+/// The deadline as Unix epoch milliseconds, for the shim's context.
+fn deadline_ms(remaining: Duration) -> u64 {
+    (chrono::Utc::now() + remaining).timestamp_millis() as u64
+}
+
+fn header_value(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
+}

@@ -1,0 +1,535 @@
+"""kl Python shim: serves a user handler over HTTP/1.1, as described in shims/CONTRACT.md.
+
+Loads KL_HANDLER ("module.func", default "main.handler") from KL_CODE_DIR (with KL_DEPS_DIR
+after it on sys.path), exiting with status 3 if that fails, then listens on the unix socket
+KL_SOCKET or on TCP 0.0.0.0:$PORT (default 8080). Each request body becomes `event`, the
+handler's result becomes the response. Standard library only; run as `python3 -u kl_shim.py`.
+"""
+
+import asyncio
+import base64
+import concurrent.futures.thread
+import importlib
+import inspect
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from http import HTTPStatus
+from urllib.parse import parse_qsl
+
+EXIT_LOAD_FAILED = 3
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
+# Sync handlers run in these threads; a slow handler must not hold up other requests.
+HANDLER_THREADS = 64
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+HEX_DIGITS = b"0123456789abcdefABCDEF"
+# Frames of these files are left out of the tracebacks shown to the user.
+PLUMBING_FILES = frozenset((__file__, importlib.__file__, concurrent.futures.thread.__file__))
+
+
+def log(message):
+    sys.stderr.write(f"kl: {message}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Handler loading
+
+
+def load_handler():
+    """Import the handler named by KL_HANDLER; any failure exits with status 3."""
+    spec = os.environ.get("KL_HANDLER") or "main.handler"
+    module_name, _, func_name = spec.rpartition(".")
+    if not module_name or not func_name:
+        fail_load(f'KL_HANDLER must look like "module.func", got "{spec}"')
+    code_dir = os.environ.get("KL_CODE_DIR") or os.getcwd()
+    os.chdir(code_dir)
+    sys.path.insert(0, code_dir)
+    deps_dir = os.environ.get("KL_DEPS_DIR")
+    if deps_dir:
+        sys.path.insert(1, deps_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit at import, ...
+        fail_load(f'cannot import handler module "{module_name}" from {code_dir}:\n{format_exception(exc)}')
+    if not hasattr(module, func_name):
+        fail_load(f'module "{module_name}" has no attribute "{func_name}"')
+    handler = getattr(module, func_name)
+    if not callable(handler):
+        fail_load(f'"{spec}" is not callable (it is a {type(handler).__name__})')
+    return handler
+
+
+def fail_load(message):
+    log(message)
+    sys.exit(EXIT_LOAD_FAILED)
+
+
+def is_async(fn):
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def arity(fn):
+    """How many of (event, context) to pass: the positional parameter count, at most 2."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return min(2, sum(p.kind in positional for p in params))
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 requests
+
+
+class HttpError(Exception):
+    """A request that cannot be served; the connection is closed after the error response."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Request:
+    __slots__ = ("method", "target", "version", "headers", "body")
+
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = b""
+
+    def header_tokens(self, name):
+        return {t.strip().lower() for t in self.headers.get(name, "").split(",")}
+
+    @property
+    def keep_alive(self):
+        tokens = self.header_tokens("connection")
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+
+def bad_request(message):
+    return HttpError(400, "BadRequest", message)
+
+
+async def read_request(reader, writer):
+    """The next request on the connection, or None when the client closed it cleanly."""
+    head = b""
+    while not head:  # tolerate stray empty lines between requests
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as err:
+            if err.partial.strip():
+                raise bad_request("incomplete request head") from None
+            return None
+        except asyncio.LimitOverrunError:
+            raise HttpError(431, "HeadersTooLarge", f"request head exceeds {MAX_HEAD_BYTES} bytes") from None
+        head = head.lstrip(b"\r\n")
+    request = parse_head(head.decode("latin-1"))
+    length = body_length(request)
+    if length is None:
+        await expect_continue(request, writer)
+        request.body = await read_chunked(reader)
+    elif length:
+        await expect_continue(request, writer)
+        request.body = await reader.readexactly(length)
+    return request
+
+
+def parse_head(head):
+    lines = head[:-4].split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise bad_request("malformed request line")
+    method, target, version = parts
+    if not method or not TOKEN_CHARS.issuperset(method):
+        raise bad_request("malformed method")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise bad_request(f"unsupported protocol version {version!r}")
+    if target.startswith(("http://", "https://")):  # absolute form: keep path and query
+        slash = target.find("/", target.index("//") + 2)
+        target = target[slash:] if slash >= 0 else "/"
+    if not target.startswith("/") and target != "*":
+        raise bad_request("malformed request target")
+    return Request(method, target, version, parse_headers(lines[1:]))
+
+
+def parse_headers(lines):
+    headers = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name or not TOKEN_CHARS.issuperset(name):
+            raise bad_request(f"malformed header line {line[:100]!r}")
+        name = name.lower()
+        value = value.strip(" \t")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def body_length(request):
+    """The Content-Length of the body (0 if none), or None for a chunked body."""
+    headers = request.headers
+    if "transfer-encoding" in headers:
+        if "content-length" in headers:
+            raise bad_request("both Transfer-Encoding and Content-Length")
+        if headers["transfer-encoding"].strip().lower() != "chunked":
+            raise HttpError(501, "NotImplemented", "only the chunked transfer coding is supported")
+        return None
+    values = {v.strip() for v in headers.get("content-length", "0").split(",")}
+    value = values.pop()
+    if values or not value.isdigit() or not value.isascii():
+        raise bad_request("malformed Content-Length")
+    if int(value) > MAX_BODY_BYTES:
+        raise HttpError(413, "PayloadTooLarge", f"body exceeds {MAX_BODY_BYTES} bytes")
+    return int(value)
+
+
+async def expect_continue(request, writer):
+    if request.version == "HTTP/1.1" and request.headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+
+
+async def read_chunked(reader):
+    chunks, size = [], 0
+    while True:
+        line = await read_line(reader)
+        digits = line[:-2].split(b";", 1)[0].strip()
+        if not digits or digits.strip(HEX_DIGITS):
+            raise bad_request("malformed chunk size")
+        chunk_size = int(digits, 16)
+        if chunk_size == 0:
+            break
+        size += chunk_size
+        if size > MAX_BODY_BYTES:
+            raise HttpError(413, "PayloadTooLarge", f"body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(await reader.readexactly(chunk_size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise bad_request("malformed chunk")
+    trailers = 0
+    while (line := await read_line(reader)) != b"\r\n":
+        trailers += len(line)
+        if trailers > MAX_HEAD_BYTES:
+            raise HttpError(431, "HeadersTooLarge", f"trailers exceed {MAX_HEAD_BYTES} bytes")
+    return b"".join(chunks)
+
+
+async def read_line(reader):
+    try:
+        return await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise bad_request("chunk line too long") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Request -> event and context
+
+
+def decode_event(body, content_type):
+    if not body:
+        return None
+    media_type = content_type.split(";", 1)[0].strip().lower() if content_type else None
+    if media_type == "application/json" or (media_type or "").endswith("+json"):
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+            raise HttpError(400, "InvalidJSON", str(err)) from None
+    if media_type is not None and (media_type.startswith("text/") or media_type == "application/x-www-form-urlencoded"):
+        return body.decode("utf-8", errors="replace")
+    if media_type is None:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return body
+
+
+class Context:
+    """The handler's second argument: who is being called, for which request, until when."""
+
+    __slots__ = (
+        "request_id", "function_name", "revision", "tenant", "deadline_ms",
+        "method", "path", "query", "headers", "cloudevent",
+    )
+
+    def __init__(self, request):
+        headers = request.headers
+        path, _, query = request.target.partition("?")
+        self.request_id = headers.get("x-kl-request-id")
+        self.function_name = os.environ.get("KL_FUNCTION")
+        self.revision = os.environ.get("KL_REVISION")
+        self.tenant = os.environ.get("KL_TENANT")
+        deadline = headers.get("x-kl-deadline-ms", "")
+        self.deadline_ms = int(deadline) if deadline.isdigit() and deadline.isascii() else None
+        self.method = request.method
+        self.path = path
+        self.query = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            self.query.setdefault(key, value)
+        self.headers = headers
+        attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        self.cloudevent = attributes or None
+
+    def get_remaining_time_in_millis(self):
+        """Milliseconds left before the deadline (never negative); infinite without a deadline."""
+        if self.deadline_ms is None:
+            return float("inf")
+        return max(0, self.deadline_ms - int(time.time() * 1000))
+
+    def __repr__(self):
+        return f"Context(request_id={self.request_id!r}, function_name={self.function_name!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Result -> response
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "close")
+
+    def __init__(self, status, headers, body, close=False):
+        self.status = status
+        self.headers = headers  # list of (name, value)
+        self.body = body
+        self.close = close
+
+
+def to_json(value):
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def json_response(status, value):
+    return Response(status, [("content-type", "application/json")], to_json(value))
+
+
+def error_response(status, code, message, error_type=None):
+    error = {"code": code, "message": message}
+    if error_type is not None:
+        error["type"] = error_type
+    return json_response(status, {"error": error})
+
+
+def map_result(result):
+    if isinstance(result, Mapping) and is_number(result.get("statusCode")):
+        return map_http_result(result)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(200, [("content-type", "application/octet-stream")], bytes(result))
+    return json_response(200, result)
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def map_http_result(result):
+    """A {statusCode, headers, body, isBase64Encoded} result, as AWS Lambda HTTP integrations."""
+    status = result["statusCode"]
+    if status != int(status) or not 200 <= status <= 599:
+        raise ValueError(f"statusCode must be an integer from 200 to 599, got {status!r}")
+    headers = response_headers(result.get("headers"))
+    body, default_type = encode_body(result.get("body"), result.get("isBase64Encoded") is True)
+    if default_type and not any(name == "content-type" for name, _ in headers):
+        headers.append(("content-type", default_type))
+    return Response(int(status), headers, body)
+
+
+def response_headers(headers):
+    if headers is None:
+        return []
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a mapping, got {type(headers).__name__}")
+    pairs = []
+    for name, value in headers.items():
+        name = str(name).lower()
+        if value is None or name in ("content-length", "transfer-encoding", "connection"):
+            continue
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise ValueError(f"invalid header name {name!r}")
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            item = str(item)
+            if any(c in item for c in "\r\n\0") or not is_latin1(item):
+                raise ValueError(f"header {name!r} has a value HTTP cannot carry: {item!r}")
+            pairs.append((name, item))
+    return pairs
+
+
+def is_latin1(text):
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_body(body, is_base64):
+    """The body bytes and their default content type (None for no body)."""
+    if body is None:
+        return b"", None
+    if isinstance(body, str) and is_base64:
+        try:
+            return base64.b64decode(body), "application/octet-stream"
+        except ValueError as err:  # binascii.Error
+            raise ValueError(f"body is not valid base64: {err}") from None
+    if isinstance(body, str):
+        return body.encode("utf-8"), "text/plain; charset=utf-8"
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body), "application/octet-stream"
+    return to_json(body), "application/json"
+
+
+def render(response, keep_alive, head_only):
+    lines = [f"HTTP/1.1 {response.status} {reason(response.status)}"]
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    lines.append(f"content-length: {len(response.body)}")
+    lines.append("connection: keep-alive" if keep_alive else "connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
+
+
+def reason(status):
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Server
+
+
+class Shim:
+    def __init__(self, handler):
+        self.handler = handler
+        self.handler_is_async = is_async(handler)
+        self.handler_arity = arity(handler)
+        self.executor = concurrent.futures.thread.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="kl-handler")
+        self.stopping = False
+        self.in_flight = 0
+        self.idle = None  # asyncio.Event, created on the running loop
+
+    async def serve_connection(self, reader, writer):
+        try:
+            while not self.stopping:
+                try:
+                    request = await read_request(reader, writer)
+                except HttpError as err:
+                    writer.write(render(error_response(err.status, err.code, str(err)), False, False))
+                    await writer.drain()
+                    break
+                if request is None:
+                    break
+                keep_alive = await self.answer(request, writer)
+                if not keep_alive:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away or sent garbage mid-body
+        finally:
+            writer.close()
+
+    async def answer(self, request, writer):
+        """Serve one request; returns whether the connection stays open."""
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            response = await self.respond(request)
+            keep_alive = request.keep_alive and not response.close and not self.stopping
+            writer.write(render(response, keep_alive, request.method == "HEAD"))
+            await writer.drain()
+            return keep_alive
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def respond(self, request):
+        if request.method == "GET" and request.target == "/healthz":
+            return json_response(200, {"status": "ok"})
+        try:
+            event = decode_event(request.body, request.headers.get("content-type"))
+        except HttpError as err:
+            return error_response(err.status, err.code, str(err))
+        context = Context(request)
+        try:
+            result = await self.invoke(event, context)
+        except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500
+            log(f"handler failed (request {context.request_id or '-'}):\n{format_exception(exc)}")
+            return error_response(500, "FunctionError", str(exc), type(exc).__name__)
+        try:
+            return map_result(result)
+        except Exception as exc:  # noqa: BLE001 - anything that cannot become a response
+            log(f"cannot encode result (request {context.request_id or '-'}): {type(exc).__name__}: {exc}")
+            return error_response(500, "SerializationError", str(exc), type(exc).__name__)
+
+    async def invoke(self, event, context):
+        args = (event, context)[: self.handler_arity]
+        if self.handler_is_async:
+            return await self.handler(*args)
+        result = await asyncio.get_running_loop().run_in_executor(self.executor, self.handler, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        socket_path = os.environ.get("KL_SOCKET")
+        if socket_path:
+            remove_file(socket_path)
+            server = await asyncio.start_unix_server(self.serve_connection, socket_path, limit=MAX_HEAD_BYTES)
+        else:
+            port = int(os.environ.get("PORT") or 8080)
+            server = await asyncio.start_server(self.serve_connection, "0.0.0.0", port, limit=MAX_HEAD_BYTES)
+        await stop.wait()
+        # Stop accepting, let requests in progress finish, then leave without waiting for
+        # handler threads that are still running after their response was abandoned.
+        self.stopping = True
+        server.close()
+        await self.idle.wait()
+        if socket_path:
+            remove_file(socket_path)
+
+
+def format_exception(exc):
+    """The traceback, starting at the first frame that is not the shim's own plumbing."""
+    tb = exc.__traceback__
+    while tb is not None and is_plumbing(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+def is_plumbing(filename):
+    return filename in PLUMBING_FILES or filename.startswith("<frozen importlib")
+
+
+def remove_file(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def main():
+    shim = Shim(load_handler())
+    asyncio.run(shim.run())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+//! Server settings, with the embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kl_build::UnpackLimits;
+use kl_core::SpecLimits;
+
+/// Everything `kl server` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Dependency and build cache; defaults to `DATA_DIR/cache`. Safe to share between servers.
+    pub cache_dir: Option<PathBuf>,
+    pub unpack: UnpackLimits,
+    /// Largest source upload accepted.
+    pub max_upload_bytes: usize,
+    /// Largest invocation request body (413 above it).
+    pub max_request_bytes: usize,
+    /// Largest invocation response body (502 above it).
+    pub max_response_bytes: usize,
+    pub build_concurrency: usize,
+    pub build_timeout: Duration,
+    pub spec_limits: SpecLimits,
+    /// Idle instances stop after this long.
+    pub idle_timeout: Duration,
+    /// How long an instance may take to become ready.
+    pub startup_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            listen,
+            cache_dir: None,
+            unpack: UnpackLimits::default(),
+            max_upload_bytes: 100 << 20,
+            max_request_bytes: 6 << 20,
+            max_response_bytes: 6 << 20,
+            build_concurrency: 2,
+            build_timeout: Duration::from_secs(600),
+            spec_limits: SpecLimits::default(),
+            idle_timeout: Duration::from_secs(300),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where things live below the data dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Layout {
+    pub fn db(&self) -> PathBuf {
+        self.root.join("kl.db")
+    }
+    pub fn objects(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+    pub fn artifact(&self, tenant: &str, function: &str, number: i64) -> PathBuf {
+        self.root
+            .join("artifacts")
+            .join(tenant)
+            .join(function)
+            .join(number.to_string())
+    }
+    pub fn function_artifacts(&self, tenant: &str, function: &str) -> PathBuf {
+        self.root.join("artifacts").join(tenant).join(function)
+    }
+    pub fn build_log(&self, tenant: &str, function: &str, number: i64) -> PathBuf {
+        self.root
+            .join("builds")
+            .join(tenant)
+            .join(function)
+            .join(format!("{number}.log"))
+    }
+    pub fn function_log(&self, tenant: &str, function: &str) -> PathBuf {
+        self.root
+            .join("logs")
+            .join(tenant)
+            .join(format!("{function}.log"))
+    }
+}

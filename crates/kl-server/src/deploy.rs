@@ -1,0 +1,364 @@
+//! Deploys: upload and validate a source archive, create a revision, build it in the
+//! background, prove it serves, then switch traffic. Also restores routes after a restart.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kl_api::DeployAccepted;
+use kl_build::{Artifact, BuildInput, BuildLog, LAUNCH_FILE};
+use kl_core::{FunctionSettings, Launch, validate_function_name};
+use kl_events::{lifecycle, types};
+use kl_gateway::RevisionTarget;
+use kl_store::{RevisionRecord, RevisionStatus};
+use object_store::ObjectStoreExt;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use crate::ServerError;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UploadQuery {
+    /// Deploy settings as JSON ([`FunctionSettings`]); they win over `kl.yaml`.
+    options: Option<String>,
+}
+
+/// `PUT /v1/tenants/{t}/functions/{f}/source`: body is a `.tar.gz`, `.tar` or `.zip`.
+pub(crate) async fn upload(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function)): Path<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
+    let principal = state.tokens.require(&headers)?;
+    validate_function_name(&function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
+    state.require_tenant(&tenant).await?;
+    let settings: FunctionSettings = match &query.options {
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            ApiError::bad_request("InvalidOptions", format!("deploy options are invalid: {e}"))
+        })?,
+        None => FunctionSettings::default(),
+    };
+    let archive = read_limited(body, state.config.max_upload_bytes).await?;
+    let digest = hex::encode(Sha256::digest(&archive));
+    let staging = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempdir_in(state.layout.staging())?;
+    unpack(&state, archive.clone(), &staging).await?;
+    // Fail fast on what can be known before building: language, kl.yaml, limits.
+    let root = kl_build::source_root(staging.path())?;
+    state.builder.resolve(&root, &settings)?;
+    let key = format!("sources/{tenant}/{function}/{digest}.archive");
+    state.objects.put(&key.as_str().into(), archive.into()).await?;
+    let rev = state
+        .store
+        .create_revision(&tenant, &function, &settings, &key, &digest)
+        .await?;
+    tracing::info!(%tenant, %function, revision = %rev.name(), token = %principal.token_id, "deploy accepted");
+    let accepted = DeployAccepted {
+        tenant,
+        function,
+        revision: rev.name(),
+        number: rev.number,
+    };
+    tokio::spawn(build_job(state, rev, Some(staging)));
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Reads a request body, refusing (413) more than `limit` bytes.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "BadRequest",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+async fn unpack(state: &AppState, archive: Bytes, into: &TempDir) -> Result<(), ApiError> {
+    let dest = into.path().to_path_buf();
+    let limits = state.config.unpack;
+    tokio::task::spawn_blocking(move || kl_build::unpack(&archive, &dest, limits))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(())
+}
+
+/// Builds a revision, proves it serves, and switches traffic to it. Never fails loudly: the
+/// outcome is recorded on the revision, in its build log and as lifecycle events.
+pub(crate) async fn build_job(state: Arc<AppState>, rev: RevisionRecord, staging: Option<TempDir>) {
+    let name = rev.name();
+    let _slot = state
+        .builds
+        .acquire()
+        .await
+        .expect("build semaphore is never closed");
+    let started = Instant::now();
+    let event = |ty: &str, data: serde_json::Value| lifecycle(ty, &rev.tenant, &rev.function, &name, data);
+    state
+        .bus
+        .publish(event(
+            types::BUILD_STARTED,
+            json!({"revision": name, "number": rev.number}),
+        ))
+        .await;
+    let log_path = state.layout.build_log(&rev.tenant, &rev.function, rev.number);
+    let outcome = match open_log(&log_path) {
+        Ok(log) => {
+            log.line(&format!("building {name}"));
+            let result = build_and_promote(&state, &rev, staging, &log).await;
+            match &result {
+                Ok(_) => log.line(&format!(
+                    "revision {name} is ready ({} ms)",
+                    started.elapsed().as_millis()
+                )),
+                Err(e) => log.line(&format!("build failed: {e}")),
+            }
+            result
+        }
+        Err(e) => Err(format!("cannot write the build log: {e}")),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(artifact) => {
+            tracing::info!(revision = %name, ms, digest = %artifact.digest, "revision ready");
+            state
+                .bus
+                .publish(event(
+                    types::BUILD_COMPLETED,
+                    json!({"revision": name, "digest": artifact.digest, "durationMs": ms, "depsCached": artifact.deps_cached}),
+                ))
+                .await;
+            state
+                .bus
+                .publish(event(types::FUNCTION_READY, json!({"revision": name})))
+                .await;
+        }
+        Err(error) => {
+            tracing::warn!(revision = %name, %error, "build failed");
+            let recorded = state
+                .store
+                .finish_revision(&rev.tenant, &rev.function, rev.number, Err(&error), ms)
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(revision = %name, error = %e, "cannot record the failed build");
+            }
+            let _ = tokio::fs::remove_dir_all(state.layout.artifact(&rev.tenant, &rev.function, rev.number))
+                .await;
+            state
+                .bus
+                .publish(event(
+                    types::BUILD_FAILED,
+                    json!({"revision": name, "error": error, "durationMs": ms}),
+                ))
+                .await;
+        }
+    }
+}
+
+fn open_log(path: &std::path::Path) -> std::io::Result<BuildLog> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(path);
+    BuildLog::create(path)
+}
+
+async fn build_and_promote(
+    state: &Arc<AppState>,
+    rev: &RevisionRecord,
+    staging: Option<TempDir>,
+    log: &BuildLog,
+) -> Result<Artifact, String> {
+    let staging = match staging {
+        Some(dir) => dir,
+        None => fetch_source(state, rev).await.map_err(|e| e.message)?,
+    };
+    let out = state.layout.artifact(&rev.tenant, &rev.function, rev.number);
+    let _ = tokio::fs::remove_dir_all(&out).await;
+    let input = BuildInput {
+        source: staging.path(),
+        out: &out,
+        settings: &rev.settings,
+        source_digest: &rev.source_digest,
+        log,
+    };
+    let limit = state.config.build_timeout;
+    let artifact = tokio::time::timeout(limit, state.builder.build(input))
+        .await
+        .map_err(|_| format!("the build did not finish within {}s", limit.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    drop(staging);
+    store_container_context(state, rev, &out).await;
+    log.line("starting an instance (readiness check)");
+    let target = target(state, rev, artifact.spec.clone(), artifact.launch.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let prepared = state
+        .gateway
+        .prepare(target)
+        .await
+        .map_err(|e| format!("the function did not start: {e}"))?;
+    let _promotion = state.promote.lock().await;
+    let current = state
+        .store
+        .function(&rev.tenant, &rev.function)
+        .await
+        .map_err(|_| "the function was deleted during the build".to_owned())?;
+    state
+        .store
+        .finish_revision(
+            &rev.tenant,
+            &rev.function,
+            rev.number,
+            Ok((&artifact.spec, &artifact.digest)),
+            rev.created_at
+                .signed_duration_since(chrono::Utc::now())
+                .num_milliseconds()
+                .unsigned_abs(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if current
+        .serving_revision
+        .is_some_and(|serving| serving > rev.number)
+    {
+        log.line("a newer revision already serves; this one stays available but takes no traffic");
+        prepared.discard().await;
+    } else {
+        state
+            .store
+            .set_serving(&rev.tenant, &rev.function, rev.number)
+            .await
+            .map_err(|e| e.to_string())?;
+        state.gateway.install(prepared);
+    }
+    Ok(artifact)
+}
+
+/// Re-reads a revision's source from the object store (re-queued builds after a restart).
+async fn fetch_source(state: &AppState, rev: &RevisionRecord) -> Result<TempDir, ApiError> {
+    let archive = state
+        .objects
+        .get(&rev.source_key.as_str().into())
+        .await?
+        .bytes()
+        .await?;
+    let staging = tempfile::Builder::new()
+        .prefix("rebuild-")
+        .tempdir_in(state.layout.staging())?;
+    unpack(state, archive, &staging).await?;
+    Ok(staging)
+}
+
+/// Stores the Kaniko build context (source, shim, Dockerfile) next to the source.
+async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &std::path::Path) {
+    let dir = out.to_path_buf();
+    let packed = tokio::task::spawn_blocking(move || kl_build::container_context(&dir)).await;
+    let key = format!("contexts/{}/{}/{}.tar.gz", rev.tenant, rev.function, rev.number);
+    let stored = match packed {
+        Ok(Ok(bytes)) => state
+            .objects
+            .put(&key.as_str().into(), bytes.into())
+            .await
+            .map(|_| ()),
+        Ok(Err(e)) => Err(object_store::Error::Generic {
+            store: "context",
+            source: Box::new(e),
+        }),
+        Err(e) => Err(object_store::Error::Generic {
+            store: "context",
+            source: Box::new(e),
+        }),
+    };
+    if let Err(e) = stored {
+        tracing::warn!(revision = %rev.name(), error = %e, "cannot store the container build context");
+    }
+}
+
+/// The gateway's view of a revision.
+pub(crate) async fn target(
+    state: &AppState,
+    rev: &RevisionRecord,
+    spec: kl_core::FunctionSpec,
+    launch: Launch,
+) -> std::io::Result<RevisionTarget> {
+    let log_path = state.layout.function_log(&rev.tenant, &rev.function);
+    if let Some(parent) = log_path.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    Ok(RevisionTarget {
+        tenant: rev.tenant.clone(),
+        function: rev.function.clone(),
+        revision: rev.name(),
+        spec,
+        launch,
+        log_path,
+    })
+}
+
+/// After a restart: routes every function to its serving revision (instances start on
+/// demand) and re-queues builds that were interrupted.
+pub(crate) async fn restore(state: &Arc<AppState>) -> Result<(), ServerError> {
+    if let Ok(entries) = std::fs::read_dir(state.layout.run_dir()) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let mut restored = 0;
+    for function in state.store.functions(None).await? {
+        let Some(number) = function.serving_revision else {
+            continue;
+        };
+        let rev = state
+            .store
+            .revision(&function.tenant, &function.name, number)
+            .await?;
+        match restore_target(state, &rev).await {
+            Ok(target) => {
+                state.gateway.restore(target);
+                restored += 1;
+            }
+            Err(e) => {
+                tracing::error!(revision = %rev.name(), error = %e, "cannot restore the serving revision")
+            }
+        }
+    }
+    let requeued = state.store.building_revisions().await?;
+    for rev in &requeued {
+        if rev.status == RevisionStatus::Building {
+            tokio::spawn(build_job(state.clone(), rev.clone(), None));
+        }
+    }
+    tracing::info!(restored, requeued = requeued.len(), "restored functions");
+    Ok(())
+}
+
+async fn restore_target(state: &AppState, rev: &RevisionRecord) -> Result<RevisionTarget, String> {
+    let spec = rev.spec.clone().ok_or("the revision has no spec")?;
+    let launch_path = state
+        .layout
+        .artifact(&rev.tenant, &rev.function, rev.number)
+        .join(LAUNCH_FILE);
+    let launch = tokio::fs::read(&launch_path)
+        .await
+        .map_err(|e| format!("{}: {e}", launch_path.display()))?;
+    let launch: Launch = serde_json::from_slice(&launch).map_err(|e| e.to_string())?;
+    target(state, rev, spec, launch).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,131 @@
+//! The one place where errors become HTTP responses (`{"error": {"code", "message"}}`).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use kl_api::{ErrorBody, ErrorDetail};
+use kl_build::{ArchiveError, BuildError};
+use kl_gateway::GatewayError;
+use kl_store::StoreError;
+
+/// An API error: status, stable code and a message saying what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %message, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", message.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry = matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        );
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        });
+        let mut response = (self.status, body).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    fn from(e: ArchiveError) -> ApiError {
+        use ArchiveError as A;
+        let (status, code) = match &e {
+            A::NotAnArchive => (StatusCode::BAD_REQUEST, "NotAnArchive"),
+            A::Corrupt(_) => (StatusCode::BAD_REQUEST, "ArchiveCorrupt"),
+            A::UnsafePath(_) => (StatusCode::BAD_REQUEST, "ArchiveUnsafePath"),
+            A::LinkEscapes { .. } => (StatusCode::BAD_REQUEST, "ArchiveLinkEscapes"),
+            A::HardLink(_) => (StatusCode::BAD_REQUEST, "ArchiveHardLink"),
+            A::SpecialFile { .. } => (StatusCode::BAD_REQUEST, "ArchiveSpecialFile"),
+            A::Conflict(_) => (StatusCode::BAD_REQUEST, "ArchiveConflict"),
+            A::TooManyEntries(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ArchiveTooManyEntries"),
+            A::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ArchiveTooLarge"),
+            A::Io(_) => return ApiError::internal(e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<BuildError> for ApiError {
+    fn from(e: BuildError) -> ApiError {
+        match e {
+            BuildError::Io(_) => ApiError::internal(e),
+            other => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InvalidFunction",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> ApiError {
+        use GatewayError as G;
+        let (status, code) = match &e {
+            G::NoRoute(_) => (StatusCode::NOT_FOUND, "FunctionNotReady"),
+            G::NoCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "NoCapacity"),
+            G::Start(_) => (StatusCode::BAD_GATEWAY, "FunctionStartFailed"),
+            G::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "FunctionTimeout"),
+            G::Crashed(_) => (StatusCode::BAD_GATEWAY, "FunctionCrashed"),
+            G::ResponseTooLarge(_) => (StatusCode::BAD_GATEWAY, "ResponseTooLarge"),
+            G::Upstream(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<object_store::Error> for ApiError {
+    fn from(e: object_store::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}

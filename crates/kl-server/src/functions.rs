@@ -1,0 +1,199 @@
+//! Reading and deleting functions and revisions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use http::{HeaderMap, StatusCode};
+use kl_api::{FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState, RevisionView};
+use kl_build::DOCKERFILE;
+use kl_events::{lifecycle, types};
+use kl_store::{FunctionRecord, RevisionRecord, RevisionStatus};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub(crate) fn revision_view(rev: &RevisionRecord, serving: Option<i64>) -> RevisionView {
+    RevisionView {
+        name: rev.name(),
+        number: rev.number,
+        state: match rev.status {
+            RevisionStatus::Building => RevisionState::Building,
+            RevisionStatus::Ready => RevisionState::Ready,
+            RevisionStatus::Failed => RevisionState::Failed,
+        },
+        serving: serving == Some(rev.number),
+        error: rev.error.clone(),
+        build_ms: rev.build_ms,
+        digest: rev.artifact_digest.clone(),
+        spec: rev.spec.clone(),
+        created_at: rev.created_at,
+        finished_at: rev.finished_at,
+    }
+}
+
+async fn function_view(
+    state: &AppState,
+    f: &FunctionRecord,
+) -> Result<(FunctionView, Vec<RevisionRecord>), ApiError> {
+    let revisions = state.store.revisions(&f.tenant, &f.name).await?;
+    let serving = f
+        .serving_revision
+        .and_then(|n| revisions.iter().find(|r| r.number == n));
+    let instances_running = state
+        .gateway
+        .status(&f.tenant, &f.name)
+        .map(|(_, list)| list.len())
+        .unwrap_or(0);
+    let view = FunctionView {
+        tenant: f.tenant.clone(),
+        name: f.name.clone(),
+        url: format!("/fn/{}/{}", f.tenant, f.name),
+        runtime: serving
+            .or(revisions.first())
+            .and_then(|r| r.spec.as_ref())
+            .map(|s| s.runtime),
+        serving_revision: serving.map(RevisionRecord::name),
+        latest_revision: revisions.first().map(|r| revision_view(r, f.serving_revision)),
+        instances_running,
+        updated_at: f.updated_at,
+    };
+    Ok((view, revisions))
+}
+
+/// `GET /v1/tenants/{t}/functions`
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionList>, ApiError> {
+    state.tokens.require(&headers)?;
+    state.require_tenant(&tenant).await?;
+    list_functions(&state, Some(&tenant)).await
+}
+
+/// `GET /v1/functions`: every tenant's functions.
+pub(crate) async fn list_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionList>, ApiError> {
+    state.tokens.require(&headers)?;
+    list_functions(&state, None).await
+}
+
+async fn list_functions(state: &AppState, tenant: Option<&str>) -> Result<Json<FunctionList>, ApiError> {
+    let mut functions = Vec::new();
+    for f in state.store.functions(tenant).await? {
+        functions.push(function_view(state, &f).await?.0);
+    }
+    Ok(Json(FunctionList { functions }))
+}
+
+/// `GET /v1/tenants/{t}/functions/{f}`
+pub(crate) async fn describe(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionDetail>, ApiError> {
+    state.tokens.require(&headers)?;
+    let record = state.store.function(&tenant, &function).await?;
+    let (view, revisions) = function_view(&state, &record).await?;
+    let spec = record
+        .serving_revision
+        .and_then(|n| revisions.iter().find(|r| r.number == n))
+        .and_then(|r| r.spec.clone());
+    let instances = state
+        .gateway
+        .status(&tenant, &function)
+        .map(|(revision, list)| {
+            list.into_iter()
+                .map(|i| InstanceView {
+                    id: i.id,
+                    revision: revision.clone(),
+                    pid: i.pid,
+                    in_flight: i.in_flight,
+                    started_at: i.started_at,
+                    startup_ms: i.startup_ms,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(FunctionDetail {
+        function: view,
+        spec,
+        revisions: revisions
+            .iter()
+            .map(|r| revision_view(r, record.serving_revision))
+            .collect(),
+        instances,
+    }))
+}
+
+/// `GET /v1/tenants/{t}/functions/{f}/revisions/{n}`
+pub(crate) async fn revision(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Result<Json<RevisionView>, ApiError> {
+    state.tokens.require(&headers)?;
+    let record = state.store.function(&tenant, &function).await?;
+    let rev = state.store.revision(&tenant, &function, number).await?;
+    Ok(Json(revision_view(&rev, record.serving_revision)))
+}
+
+/// `GET /v1/tenants/{t}/functions/{f}/revisions/{n}/dockerfile`
+pub(crate) async fn dockerfile(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.tokens.require(&headers)?;
+    let rev = state.store.revision(&tenant, &function, number).await?;
+    let path = state.layout.artifact(&tenant, &function, number).join(DOCKERFILE);
+    match tokio::fs::read_to_string(&path).await {
+        Ok(text) => Ok(([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "NoDockerfile",
+            format!(
+                "revision {} has no Dockerfile (it is {})",
+                rev.name(),
+                rev.status.as_str()
+            ),
+        )),
+    }
+}
+
+/// `DELETE /v1/tenants/{t}/functions/{f}`: stops its instances and removes its revisions.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let principal = state.tokens.require(&headers)?;
+    let existed = {
+        let _promotion = state.promote.lock().await;
+        let existed = state.store.delete_function(&tenant, &function).await?;
+        state.gateway.remove(&tenant, &function);
+        existed
+    };
+    if !existed {
+        return Err(ApiError::not_found(format!(
+            "function {function:?} in tenant {tenant:?} not found"
+        )));
+    }
+    let _ = tokio::fs::remove_dir_all(state.layout.function_artifacts(&tenant, &function)).await;
+    state
+        .bus
+        .publish(lifecycle(
+            types::FUNCTION_DELETED,
+            &tenant,
+            &function,
+            &function,
+            serde_json::json!({}),
+        ))
+        .await;
+    tracing::info!(%tenant, %function, token = %principal.token_id, "function deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,179 @@
+//! `kl server`: the control plane (`/v1`), the gateway (`/fn`) and health (`/healthz`) on one
+//! listener, wired to the embedded defaults: SQLite, a local object store, the in-process
+//! event bus and the local process runtime.
+
+mod auth;
+mod config;
+mod deploy;
+mod error;
+mod functions;
+mod invoke;
+mod logs;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, get, put};
+use kl_build::{Builder, BuilderConfig};
+use kl_events::InProcessBus;
+use kl_gateway::{Gateway, GatewayConfig};
+use kl_runtime::{LocalRuntime, LocalRuntimeConfig};
+use kl_store::Store;
+use tokio::net::TcpListener;
+
+use config::Layout;
+pub use config::ServerConfig;
+use state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot prepare the data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] kl_store::StoreError),
+    #[error("cannot open the object store: {0}")]
+    Objects(#[from] object_store::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot create the admin token: {0}")]
+    Bootstrap(String),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound server, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Prepares the data dir, opens the stores, restores functions and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        // Absolute paths: they end up in launch specs and instances run in other folders.
+        let absolute = |dir: &std::path::Path| -> Result<std::path::PathBuf, ServerError> {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| dir.canonicalize())
+                .map_err(|source| ServerError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })
+        };
+        let root = absolute(&config.data_dir)?;
+        let layout = Layout {
+            cache: absolute(&config.cache_dir.clone().unwrap_or_else(|| root.join("cache")))?,
+            root,
+        };
+        for dir in [&layout.objects(), &layout.staging()] {
+            absolute(dir)?;
+        }
+        let store = Store::open_sqlite(&layout.db()).await?;
+        store.ensure_tenant("default").await?;
+        auth::bootstrap_admin(&store, &layout.admin_token())
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        let objects = object_store::local::LocalFileSystem::new_with_prefix(layout.objects())?;
+        let runtime = LocalRuntime::new(LocalRuntimeConfig {
+            run_dir: layout.run_dir(),
+            startup_timeout: config.startup_timeout,
+        })
+        .map_err(|source| ServerError::DataDir {
+            path: layout.run_dir().display().to_string(),
+            source,
+        })?;
+        let gateway = Gateway::new(
+            Arc::new(runtime),
+            GatewayConfig {
+                max_response_bytes: config.max_response_bytes,
+                idle_timeout: config.idle_timeout,
+                stop_grace: std::time::Duration::from_secs(5),
+            },
+        );
+        let builder = Builder::new(BuilderConfig {
+            cache_dir: layout.cache.clone(),
+            limits: config.spec_limits.clone(),
+        });
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let state = Arc::new(AppState {
+            tokens: auth::Tokens::load(&store).await?,
+            store,
+            objects: Arc::new(objects),
+            bus: Arc::new(InProcessBus::new(1024)),
+            builder,
+            gateway,
+            builds: tokio::sync::Semaphore::new(config.build_concurrency),
+            promote: tokio::sync::Mutex::new(()),
+            layout,
+            config,
+        });
+        deploy::restore(&state).await?;
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops every instance it started.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let app = router(self.state.clone());
+        tracing::info!(addr = %self.local_addr(), data_dir = %self.state.layout.root.display(), "kl server listening");
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("shutting down: stopping instances");
+        self.state.gateway.shutdown().await;
+        served.map_err(ServerError::Serve)
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let fns = "/v1/tenants/{tenant}/functions";
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/v1/openapi.json", get(openapi))
+        .route(fns, get(functions::list))
+        .route(
+            &format!("{fns}/{{function}}"),
+            get(functions::describe).delete(functions::delete),
+        )
+        .route(&format!("{fns}/{{function}}/source"), put(deploy::upload))
+        .route(
+            &format!("{fns}/{{function}}/revisions/{{number}}"),
+            get(functions::revision),
+        )
+        .route(
+            &format!("{fns}/{{function}}/revisions/{{number}}/log"),
+            get(logs::build_log),
+        )
+        .route(
+            &format!("{fns}/{{function}}/revisions/{{number}}/dockerfile"),
+            get(functions::dockerfile),
+        )
+        .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
+        .route("/v1/functions", get(functions::list_all))
+        .route("/fn/{tenant}/{function}", any(invoke::invoke_root))
+        .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke_path))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

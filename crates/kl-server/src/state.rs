@@ -1,0 +1,39 @@
+//! State shared by the request handlers and background jobs.
+
+use std::sync::Arc;
+
+use kl_build::Builder;
+use kl_events::EventBus;
+use kl_gateway::Gateway;
+use kl_store::Store;
+use object_store::ObjectStore;
+
+use crate::auth::Tokens;
+use crate::config::{Layout, ServerConfig};
+use crate::error::ApiError;
+
+pub(crate) struct AppState {
+    pub store: Store,
+    pub objects: Arc<dyn ObjectStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub builder: Builder,
+    pub gateway: Arc<Gateway>,
+    pub tokens: Tokens,
+    /// Build slots: at most this many builds run at once; the rest queue.
+    pub builds: tokio::sync::Semaphore,
+    /// Serialises traffic switches so a slower, older build never overrides a newer one.
+    pub promote: tokio::sync::Mutex<()>,
+    pub layout: Layout,
+    pub config: ServerConfig,
+}
+
+impl AppState {
+    /// 404 unless the tenant exists.
+    pub async fn require_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.store.tenant_exists(tenant).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("tenant {tenant:?} not found")))
+        }
+    }
+}

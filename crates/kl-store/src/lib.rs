@@ -1,0 +1,354 @@
+//! The metadata store: tenants, tokens, functions and revisions, in SQLite (WAL, busy timeout)
+//! with embedded migrations. The desired state lives here; reconcilers read it back on start.
+
+mod migrations;
+mod records;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kl_core::{FunctionSettings, FunctionSpec};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use thiserror::Error;
+
+pub use records::{FunctionRecord, RevisionRecord, RevisionStatus, TokenRecord, revision_name};
+
+/// What can go wrong talking to the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("metadata store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed; the data dir may belong to a newer version of kl.
+    #[error("metadata store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored JSON column no longer parses.
+    #[error("metadata store holds a malformed {what}: {source}")]
+    Corrupt {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A row was not found.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Column list of revision queries; a macro so `concat!` keeps the SQL a `&'static str`.
+macro_rules! revision_select {
+    () => {
+        "SELECT tenant, function, number, status, settings, spec, source_key, source_digest, \
+     artifact_digest, error, build_ms, created_at, finished_at FROM revisions"
+    };
+}
+
+/// Column list of function queries.
+macro_rules! function_select {
+    () => {
+        "SELECT tenant, name, serving_revision, created_at, updated_at FROM functions"
+    };
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the metadata store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        migrations::migrator().run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Creates the tenant unless it exists; returns whether it was created.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn tenant_exists(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Stores a token by the hash of its secret.
+    pub async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (id, hash, tenant, role, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&token.id)
+            .bind(&token.hash)
+            .bind(&token.tenant)
+            .bind(&token.role)
+            .bind(token.created_at.to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT id, hash, tenant, role, created_at FROM tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenRecord {
+                    id: r.try_get("id")?,
+                    hash: r.try_get("hash")?,
+                    tenant: r.try_get("tenant")?,
+                    role: r.try_get("role")?,
+                    created_at: parse_time(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Creates the function if new and allocates its next revision, atomically, so concurrent
+    /// deploys of one function get distinct revision numbers.
+    pub async fn create_revision(
+        &self,
+        tenant: &str,
+        function: &str,
+        settings: &FunctionSettings,
+        source_key: &str,
+        source_digest: &str,
+    ) -> Result<RevisionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let now = now();
+        sqlx::query(
+            "INSERT INTO functions (tenant, name, created_at, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant, name) DO UPDATE SET updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(function)
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE functions SET next_revision = next_revision + 1 WHERE tenant = ? AND name = ? \
+             RETURNING next_revision - 1",
+        )
+        .bind(tenant)
+        .bind(function)
+        .fetch_one(&mut *tx)
+        .await?;
+        let settings_json = serde_json::to_string(settings).expect("settings serialize");
+        sqlx::query(
+            "INSERT INTO revisions (tenant, function, number, status, settings, source_key, source_digest, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(function)
+        .bind(number)
+        .bind(RevisionStatus::Building.as_str())
+        .bind(settings_json)
+        .bind(source_key)
+        .bind(source_digest)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.revision(tenant, function, number).await
+    }
+
+    /// Records a finished build: the revision becomes ready (with its spec) or failed.
+    pub async fn finish_revision(
+        &self,
+        tenant: &str,
+        function: &str,
+        number: i64,
+        outcome: std::result::Result<(&FunctionSpec, &str), &str>,
+        build_ms: u64,
+    ) -> Result<()> {
+        let (status, spec, digest, error) = match outcome {
+            Ok((spec, digest)) => (
+                RevisionStatus::Ready,
+                Some(serde_json::to_string(spec).expect("spec serializes")),
+                Some(digest),
+                None,
+            ),
+            Err(e) => (RevisionStatus::Failed, None, None, Some(e)),
+        };
+        sqlx::query(
+            "UPDATE revisions SET status = ?, spec = ?, artifact_digest = ?, error = ?, build_ms = ?, finished_at = ? \
+             WHERE tenant = ? AND function = ? AND number = ?",
+        )
+        .bind(status.as_str())
+        .bind(spec)
+        .bind(digest)
+        .bind(error)
+        .bind(build_ms as i64)
+        .bind(now())
+        .bind(tenant)
+        .bind(function)
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Points the function's traffic at a ready revision.
+    pub async fn set_serving(&self, tenant: &str, function: &str, number: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE functions SET serving_revision = ?, updated_at = ? WHERE tenant = ? AND name = ?",
+        )
+        .bind(number)
+        .bind(now())
+        .bind(tenant)
+        .bind(function)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn revision(&self, tenant: &str, function: &str, number: i64) -> Result<RevisionRecord> {
+        let row = sqlx::query(concat!(
+            revision_select!(),
+            " WHERE tenant = ? AND function = ? AND number = ?"
+        ))
+        .bind(tenant)
+        .bind(function)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("revision {function}-{number:05}")))?;
+        revision_from_row(&row)
+    }
+
+    /// Revisions of a function, newest first.
+    pub async fn revisions(&self, tenant: &str, function: &str) -> Result<Vec<RevisionRecord>> {
+        let rows = sqlx::query(concat!(
+            revision_select!(),
+            " WHERE tenant = ? AND function = ? ORDER BY number DESC"
+        ))
+        .bind(tenant)
+        .bind(function)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    /// Revisions still building, across tenants: a restart re-queues them.
+    pub async fn building_revisions(&self) -> Result<Vec<RevisionRecord>> {
+        let rows = sqlx::query(concat!(
+            revision_select!(),
+            " WHERE status = 'building' ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    pub async fn function(&self, tenant: &str, name: &str) -> Result<FunctionRecord> {
+        let row = sqlx::query(concat!(function_select!(), " WHERE tenant = ? AND name = ?"))
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("function {name:?} in tenant {tenant:?}")))?;
+        function_from_row(&row)
+    }
+
+    /// Functions of one tenant, or of every tenant when `tenant` is `None`, by name.
+    pub async fn functions(&self, tenant: Option<&str>) -> Result<Vec<FunctionRecord>> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(concat!(function_select!(), " WHERE tenant = ? ORDER BY name"))
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(concat!(function_select!(), " ORDER BY tenant, name"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(function_from_row).collect()
+    }
+
+    /// Deletes a function and its revisions; returns whether it existed.
+    pub async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM functions WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339()
+}
+
+fn parse_time(s: String) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn revision_from_row(r: &SqliteRow) -> Result<RevisionRecord> {
+    let settings: String = r.try_get("settings")?;
+    let spec: Option<String> = r.try_get("spec")?;
+    let status: String = r.try_get("status")?;
+    Ok(RevisionRecord {
+        tenant: r.try_get("tenant")?,
+        function: r.try_get("function")?,
+        number: r.try_get("number")?,
+        status: RevisionStatus::from_str(&status).unwrap_or(RevisionStatus::Failed),
+        settings: serde_json::from_str(&settings).map_err(|source| StoreError::Corrupt {
+            what: "revision settings",
+            source,
+        })?,
+        spec: spec
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|source| StoreError::Corrupt {
+                what: "revision spec",
+                source,
+            })?,
+        source_key: r.try_get("source_key")?,
+        source_digest: r.try_get("source_digest")?,
+        artifact_digest: r.try_get("artifact_digest")?,
+        error: r.try_get("error")?,
+        build_ms: r.try_get::<Option<i64>, _>("build_ms")?.map(|v| v as u64),
+        created_at: parse_time(r.try_get("created_at")?),
+        finished_at: r.try_get::<Option<String>, _>("finished_at")?.map(parse_time),
+    })
+}
+
+fn function_from_row(r: &SqliteRow) -> Result<FunctionRecord> {
+    Ok(FunctionRecord {
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        serving_revision: r.try_get("serving_revision")?,
+        created_at: parse_time(r.try_get("created_at")?),
+        updated_at: parse_time(r.try_get("updated_at")?),
+    })
+}

@@ -1,0 +1,93 @@
+//! Rows of the metadata store as Rust values.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use kl_core::{FunctionSettings, FunctionSpec};
+
+/// Where a revision is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionStatus {
+    /// Source stored, build queued or running.
+    Building,
+    /// Built and passed its readiness check; can take traffic.
+    Ready,
+    /// The build or the readiness check failed; `error` says why.
+    Failed,
+}
+
+impl RevisionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionStatus::Building => "building",
+            RevisionStatus::Ready => "ready",
+            RevisionStatus::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for RevisionStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "building" => Ok(RevisionStatus::Building),
+            "ready" => Ok(RevisionStatus::Ready),
+            "failed" => Ok(RevisionStatus::Failed),
+            _ => Err(()),
+        }
+    }
+}
+
+/// An immutable revision of a function: one deploy of one source.
+#[derive(Debug, Clone)]
+pub struct RevisionRecord {
+    pub tenant: String,
+    pub function: String,
+    pub number: i64,
+    pub status: RevisionStatus,
+    /// The deploy's settings (flags), layered over `kl.yaml` at build time.
+    pub settings: FunctionSettings,
+    /// The resolved spec, known once built.
+    pub spec: Option<FunctionSpec>,
+    pub source_key: String,
+    pub source_digest: String,
+    pub artifact_digest: Option<String>,
+    pub error: Option<String>,
+    pub build_ms: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RevisionRecord {
+    /// Knative-style revision name, e.g. `hello-00003`.
+    pub fn name(&self) -> String {
+        revision_name(&self.function, self.number)
+    }
+}
+
+/// Knative-style revision name of `function`'s revision `number`.
+pub fn revision_name(function: &str, number: i64) -> String {
+    format!("{function}-{number:05}")
+}
+
+/// A function: a name in a tenant, and the revision its traffic goes to.
+#[derive(Debug, Clone)]
+pub struct FunctionRecord {
+    pub tenant: String,
+    pub name: String,
+    pub serving_revision: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A bearer token, stored by the SHA-256 of its secret.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub hash: String,
+    /// `None` for platform-wide tokens.
+    pub tenant: Option<String>,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,200 @@
+//! `kl server` and `kl quickstart`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kl_build::UnpackLimits;
+use kl_server::{Server, ServerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{DeployArgs, FunctionRef, InvokeArgs, QuickstartArgs, ServerArgs};
+use crate::client::Client;
+use crate::cmd::{deploy, invoke};
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
+    init_logging("info");
+    let mut config = ServerConfig::new(data_dir, args.listen);
+    config.cache_dir = args.cache_dir;
+    config.idle_timeout = args.idle_timeout;
+    config.build_concurrency = args.build_concurrency.max(1);
+    config.build_timeout = args.build_timeout;
+    config.unpack = UnpackLimits {
+        max_entries: args.max_archive_entries,
+        max_bytes: args.max_archive_bytes,
+    };
+    config.max_request_bytes =
+        usize::try_from(args.max_request_bytes).context("--max-request-body is too large")?;
+    let server = Server::bind(config).await?;
+    server.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn quickstart(args: QuickstartArgs, data_dir: PathBuf) -> Result<()> {
+    init_logging("warn");
+    if !args.examples.is_dir() {
+        bail!(
+            "no examples folder at {} (run from the repository root or pass --examples)",
+            args.examples.display()
+        );
+    }
+    let dir = data_dir.join("quickstart");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let mut config = ServerConfig::new(dir.clone(), args.listen);
+    config.cache_dir = Some(data_dir.join("cache"));
+    let server = match Server::bind(config.clone()).await {
+        Ok(s) => s,
+        Err(kl_server::ServerError::Listen { .. }) => {
+            eprintln!("{} is busy; using a free port instead", args.listen);
+            config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            Server::bind(config).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = format!("http://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stop_rx => {}
+        }
+    }));
+    let token = std::fs::read_to_string(dir.join("admin.token"))?
+        .trim()
+        .to_owned();
+    let client = Client::new(&url, Some(token.clone()));
+    println!("kl server on {url} (data dir {})\n", dir.display());
+    let deployed = deploy_examples(&client, &args.examples).await;
+    println!("\nFunctions:");
+    for name in &deployed {
+        println!("  {name:<14} {url}/fn/default/{name}");
+        println!(
+            "  {:<14} curl -H \"Authorization: Bearer $KL_TOKEN\" -H 'content-type: application/json' -d '{{\"name\":\"you\"}}' {url}/fn/default/{name}",
+            ""
+        );
+    }
+    println!("\nexport KL_URL={url} KL_TOKEN={token}");
+    if args.no_serve {
+        let _ = stop_tx.send(());
+    } else {
+        println!("Serving; press Ctrl-C to stop.");
+    }
+    serving.await.context("the server task failed")??;
+    if deployed.is_empty() {
+        bail!("no example was deployed");
+    }
+    Ok(())
+}
+
+/// Deploys and invokes every example whose toolchain is installed; returns their names.
+async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(examples)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut deployed = Vec::new();
+    for dir in dirs {
+        let (tool, probe) = toolchain(&dir);
+        if !installed(tool, probe).await {
+            println!("skipping {}: {tool} is not installed", dir.display());
+            continue;
+        }
+        println!("deploying {} ...", dir.display());
+        let args = DeployArgs {
+            path: dir.clone(),
+            name: None,
+            tenant: "default".into(),
+            runtime: None,
+            handler: None,
+            env: Vec::new(),
+            memory: None,
+            timeout: None,
+            concurrency: None,
+            max_scale: None,
+            public: false,
+            no_wait: false,
+        };
+        let rev = match deploy::deploy(client, args).await {
+            Ok(Some(rev)) => rev,
+            Ok(None) => continue,
+            Err(e) => {
+                println!("  failed: {e:#}");
+                continue;
+            }
+        };
+        let name = rev
+            .name
+            .rsplit_once('-')
+            .map(|(n, _)| n.to_owned())
+            .unwrap_or(rev.name);
+        print!("  invoke {name}: ");
+        let call = InvokeArgs {
+            function: FunctionRef {
+                name: name.clone(),
+                tenant: "default".into(),
+            },
+            data: Some(r#"{"name":"quickstart"}"#.into()),
+            path: "/".into(),
+            method: "POST".into(),
+            headers: Vec::new(),
+            include: false,
+        };
+        match tokio::time::timeout(Duration::from_secs(60), invoke::invoke(client, call)).await {
+            Ok(Ok(())) => println!(),
+            Ok(Err(e)) => println!("failed: {e:#}"),
+            Err(_) => println!("timed out"),
+        }
+        deployed.push(name);
+    }
+    deployed
+}
+
+/// The program a function directory needs, and the argument that probes it.
+fn toolchain(dir: &Path) -> (&'static str, &'static str) {
+    let runtime = std::fs::read_to_string(dir.join("kl.yaml"))
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<kl_core::FunctionSettings>(&t).ok())
+        .and_then(|s| s.runtime);
+    let runtime = runtime.unwrap_or(if dir.join("go.mod").exists() {
+        kl_core::Runtime::Go
+    } else if dir.join("package.json").exists() {
+        kl_core::Runtime::Node
+    } else {
+        kl_core::Runtime::Python
+    });
+    match runtime {
+        kl_core::Runtime::Python => ("python3", "--version"),
+        kl_core::Runtime::Node => ("node", "--version"),
+        kl_core::Runtime::Go => ("go", "version"),
+    }
+}
+
+async fn installed(program: &str, probe: &str) -> bool {
+    tokio::process::Command::new(program)
+        .arg(probe)
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}

@@ -1,0 +1,48 @@
+//! `kl`: the knative-lambda binary. `kl server` runs the platform; every other command is a
+//! client of its HTTP API.
+
+mod cli;
+mod client;
+mod cmd;
+mod output;
+mod pack;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::client::ApiFailure;
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(run(cli));
+    if let Err(err) = result {
+        match err.downcast_ref::<ApiFailure>() {
+            Some(api) => eprintln!("error: {} ({})", api.message, api.code),
+            None => eprintln!("error: {err:#}"),
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => cmd::server::server(args, cli.conn.data_dir).await,
+        Command::Quickstart(args) => cmd::server::quickstart(args, cli.conn.data_dir).await,
+        command => {
+            let client = client::Client::from_conn(&cli.conn)?;
+            match command {
+                Command::Deploy(args) => cmd::deploy::deploy(&client, args).await.map(drop),
+                Command::Invoke(args) => cmd::invoke::invoke(&client, args).await,
+                Command::Ls(args) => cmd::functions::ls(&client, args).await,
+                Command::Describe(args) => cmd::functions::describe(&client, args).await,
+                Command::Logs(args) => cmd::logs::logs(&client, args).await,
+                Command::Rm(args) => cmd::functions::rm(&client, args).await,
+                Command::Server(_) | Command::Quickstart(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
