@@ -95,7 +95,52 @@ fn corrupt(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Corrupt(e.to_string())
 }
 
+/// Raw tar bytes allowed per entry beyond file contents: header, padding, and the long-name
+/// and pax records real tools add.
+const TAR_OVERHEAD_PER_ENTRY: u64 = 4096;
+
 fn unpack_tar(reader: impl Read, w: &mut TreeWriter<'_>) -> Result<(), ArchiveError> {
+    // The `tar` crate reads long-name and pax records whole into memory before it hands out
+    // the entry they describe, so the per-file count never sees them: cap the raw stream too.
+    let overhead = (w.limits.max_entries as u64)
+        .saturating_add(1)
+        .saturating_mul(TAR_OVERHEAD_PER_ENTRY);
+    let mut capped = Capped {
+        inner: reader,
+        left: w.limits.max_bytes.saturating_add(overhead),
+        hit: false,
+    };
+    let result = unpack_tar_entries(&mut capped, w);
+    if capped.hit {
+        return Err(ArchiveError::TooLarge(w.limits.max_bytes));
+    }
+    result
+}
+
+/// A reader that fails once `left` bytes are used up and more are still coming.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: bool,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            if self.inner.read(&mut [0])? == 0 {
+                return Ok(0);
+            }
+            self.hit = true;
+            return Err(io::Error::other("the archive stream exceeds the size limit"));
+        }
+        let room = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn unpack_tar_entries(reader: impl Read, w: &mut TreeWriter<'_>) -> Result<(), ArchiveError> {
     use tar::EntryType;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(corrupt)? {
@@ -176,6 +221,9 @@ fn unpack_zip(bytes: &[u8], w: &mut TreeWriter<'_>) -> Result<(), ArchiveError> 
 
 /// Turns an entry name into a relative path of plain components; `None` for the root itself.
 fn sanitize(raw: &str) -> Result<Option<PathBuf>, ArchiveError> {
+    if raw.contains('\0') {
+        return Err(corrupt(format!("entry name {raw:?} contains a NUL byte")));
+    }
     let mut out = PathBuf::new();
     for part in Path::new(raw).components() {
         match part {
@@ -240,7 +288,7 @@ impl TreeWriter<'_> {
                 _ => e.into(),
             })?;
         let room = self.limits.max_bytes - self.done.bytes;
-        let written = io::copy(&mut data.take(room + 1), &mut out).map_err(corrupt)?;
+        let written = io::copy(&mut data.take(room.saturating_add(1)), &mut out).map_err(corrupt)?;
         if written > room {
             return Err(ArchiveError::TooLarge(self.limits.max_bytes));
         }
@@ -263,6 +311,11 @@ impl TreeWriter<'_> {
             path: raw.to_owned(),
             target: target.display().to_string(),
         };
+        if target.as_os_str().is_empty() || target.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(corrupt(format!(
+                "link {raw:?} has an empty or NUL-holding target"
+            )));
+        }
         // `..` may only lead the target: after a name it could climb out of a folder that is
         // itself a link. With that rule and parents that are real folders (checked below),
         // counting levels tells where the link really points.

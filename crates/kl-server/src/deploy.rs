@@ -122,7 +122,7 @@ pub(crate) async fn build_job(state: Arc<AppState>, rev: RevisionRecord, staging
     let outcome = match open_log(&log_path) {
         Ok(log) => {
             log.line(&format!("building {name}"));
-            let result = build_and_promote(&state, &rev, staging, &log).await;
+            let result = build_and_promote(&state, &rev, staging, &log, started).await;
             match &result {
                 Ok(_) => log.line(&format!(
                     "revision {name} is ready ({} ms)",
@@ -185,6 +185,7 @@ async fn build_and_promote(
     rev: &RevisionRecord,
     staging: Option<TempDir>,
     log: &BuildLog,
+    started: Instant,
 ) -> Result<Artifact, String> {
     let staging = match staging {
         Some(dir) => dir,
@@ -228,10 +229,7 @@ async fn build_and_promote(
             &rev.function,
             rev.number,
             Ok((&artifact.spec, &artifact.digest)),
-            rev.created_at
-                .signed_duration_since(chrono::Utc::now())
-                .num_milliseconds()
-                .unsigned_abs(),
+            started.elapsed().as_millis() as u64,
         )
         .await
         .map_err(|e| e.to_string())?;

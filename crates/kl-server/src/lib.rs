@@ -124,6 +124,11 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// Follows the lifecycle events published from now on.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<kl_events::CloudEvent> {
+        self.state.bus.subscribe()
+    }
+
     /// Serves until `shutdown` resolves, then stops every instance it started.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let app = router(self.state.clone());

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// How often a followed file is checked for growth.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(50);
 /// Most bytes sent per chunk.
 const CHUNK: usize = 64 << 10;
 
@@ -87,6 +87,9 @@ async fn tail_offset(path: &std::path::Path, lines: usize) -> u64 {
     let Ok(bytes) = tokio::fs::read(path).await else {
         return 0;
     };
+    if lines == 0 {
+        return bytes.len() as u64;
+    }
     let mut seen = 0;
     for (i, b) in bytes.iter().enumerate().rev() {
         if *b == b'\n' && i + 1 != bytes.len() {

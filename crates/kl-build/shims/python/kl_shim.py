@@ -90,7 +90,7 @@ def arity(fn):
 
 
 class HttpError(Exception):
-    """A request that cannot be served; the connection is closed after the error response."""
+    """A request the shim answers with an error itself (when reading it: then closes)."""
 
     def __init__(self, status, code, message):
         super().__init__(message)
@@ -108,15 +108,10 @@ class Request:
         self.headers = headers
         self.body = b""
 
-    def header_tokens(self, name):
-        return {t.strip().lower() for t in self.headers.get(name, "").split(",")}
-
     @property
     def keep_alive(self):
-        tokens = self.header_tokens("connection")
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
+        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
+        return "keep-alive" in tokens if self.version == "HTTP/1.0" else "close" not in tokens
 
 
 def bad_request(message):
@@ -239,19 +234,19 @@ async def read_line(reader):
 def decode_event(body, content_type):
     if not body:
         return None
-    media_type = content_type.split(";", 1)[0].strip().lower() if content_type else None
-    if media_type == "application/json" or (media_type or "").endswith("+json"):
+    media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+    if not media_type:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+    if media_type == "application/json" or media_type.endswith("+json"):
         try:
             return json.loads(body)
         except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
             raise HttpError(400, "InvalidJSON", str(err)) from None
-    if media_type is not None and (media_type.startswith("text/") or media_type == "application/x-www-form-urlencoded"):
+    if media_type.startswith("text/") or media_type == "application/x-www-form-urlencoded":
         return body.decode("utf-8", errors="replace")
-    if media_type is None:
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
     return body
 
 
@@ -296,13 +291,12 @@ class Context:
 
 
 class Response:
-    __slots__ = ("status", "headers", "body", "close")
+    __slots__ = ("status", "headers", "body")
 
-    def __init__(self, status, headers, body, close=False):
+    def __init__(self, status, headers, body):
         self.status = status
         self.headers = headers  # list of (name, value)
         self.body = body
-        self.close = close
 
 
 def to_json(value):
@@ -413,7 +407,9 @@ class Shim:
         self.handler = handler
         self.handler_is_async = is_async(handler)
         self.handler_arity = arity(handler)
-        self.executor = concurrent.futures.thread.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="kl-handler")
+        self.executor = concurrent.futures.thread.ThreadPoolExecutor(
+            HANDLER_THREADS, thread_name_prefix="kl-handler"
+        )
         self.stopping = False
         self.in_flight = 0
         self.idle = None  # asyncio.Event, created on the running loop
@@ -443,7 +439,7 @@ class Shim:
         self.idle.clear()
         try:
             response = await self.respond(request)
-            keep_alive = request.keep_alive and not response.close and not self.stopping
+            keep_alive = request.keep_alive and not self.stopping
             writer.write(render(response, keep_alive, request.method == "HEAD"))
             await writer.drain()
             return keep_alive
@@ -495,8 +491,7 @@ class Shim:
             port = int(os.environ.get("PORT") or 8080)
             server = await asyncio.start_server(self.serve_connection, "0.0.0.0", port, limit=MAX_HEAD_BYTES)
         await stop.wait()
-        # Stop accepting, let requests in progress finish, then leave without waiting for
-        # handler threads that are still running after their response was abandoned.
+        # Stop accepting and let the requests in progress finish (each gets `connection: close`).
         self.stopping = True
         server.close()
         await self.idle.wait()
@@ -526,9 +521,6 @@ def remove_file(path):
 def main():
     shim = Shim(load_handler())
     asyncio.run(shim.run())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+//! Builds publish `io.knative.lambda.lifecycle.*` CloudEvents on the bus, with the catalog's
+//! source, subject and correlation id.
+
+use std::time::Duration;
+
+use kl_events::CloudEvent;
+use kl_server::{Server, ServerConfig};
+
+fn python_source(body: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "main.py", body.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<CloudEvent>, ty: &str) -> CloudEvent {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let ev = rx.recv().await.expect("bus open");
+            if ev.ty == ty {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {ty} event within 60s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_publish_lifecycle_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let mut events = server.subscribe_events();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let http = reqwest::Client::new();
+    let upload = |source: Vec<u8>| {
+        http.put(format!("{url}/v1/tenants/default/functions/evt/source"))
+            .bearer_auth(token.trim())
+            .body(source)
+            .send()
+    };
+
+    let reply = upload(python_source("def handler(event):\n    return 1\n"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 202);
+    let started = next_of(&mut events, "io.knative.lambda.lifecycle.build.started").await;
+    assert_eq!(started.source, "io.knative.lambda/default/evt");
+    assert_eq!(started.subject.as_deref(), Some("default/evt"));
+    assert_eq!(started.extensions["correlationid"], "evt-00001");
+    let completed = next_of(&mut events, "io.knative.lambda.lifecycle.build.completed").await;
+    assert_eq!(completed.extensions["correlationid"], "evt-00001");
+    assert!(
+        completed.data.as_ref().unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let ready = next_of(&mut events, "io.knative.lambda.lifecycle.function.ready").await;
+    assert_eq!(ready.data.as_ref().unwrap()["revision"], "evt-00001");
+
+    let reply = upload(python_source("def handler(event:\n")).await.unwrap();
+    assert_eq!(reply.status(), 202);
+    let failed = next_of(&mut events, "io.knative.lambda.lifecycle.build.failed").await;
+    assert_eq!(failed.extensions["correlationid"], "evt-00002");
+    assert!(
+        failed.data.as_ref().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("SyntaxError")
+    );
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}

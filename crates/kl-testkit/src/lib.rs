@@ -1,0 +1,8 @@
+//! Test-only helpers shared by the workspace's integration tests.
+//!
+//! Dev-dependency only: nothing here is meant for production code. [`archives`] builds the
+//! hostile uploads (path escapes, link tricks, special files, bombs, broken bytes) that the
+//! archive unpacker and the upload endpoint must refuse, together with the status and error
+//! code the server answers with, so both layers test against the same list.
+
+pub mod archives;

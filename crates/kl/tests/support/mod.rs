@@ -1,0 +1,256 @@
+//! Test harness: a real `kl server` process on a temp data dir and a free port, the real
+//! `kl` CLI against it, and condition waits with deadlines.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KL: &str = env!("CARGO_BIN_EXE_kl");
+
+/// A fixture function's source folder.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The repository's `examples/` folder.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Build cache shared by all test servers, so dependencies install once per test run.
+fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kl-cache")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running `kl server`, stopped (SIGTERM) when dropped.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            url: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        server.launch(&[]).await;
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's own log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    async fn launch(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("server log");
+        let child = Command::new(KL)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .arg("--cache-dir")
+            .arg(shared_cache())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kl server starts");
+        self.child = Some(child);
+        let start = self.server_log().matches("kl server listening").count();
+        let log_path = self.log_path();
+        self.url = wait_for("the server to listen", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            async move {
+                let line = text
+                    .lines()
+                    .filter(|l| l.contains("kl server listening"))
+                    .nth(start)?;
+                let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+                Some(format!("http://{addr}"))
+            }
+        })
+        .await;
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit; returns its exit success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops and starts the server on the same data dir.
+    pub async fn restart(&mut self) {
+        assert!(self.stop(), "server exited cleanly on SIGTERM");
+        self.launch(&[]).await;
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs the `kl` CLI against this server.
+    pub async fn kl(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new(KL);
+        cmd.args(args)
+            .env("KL_URL", &self.url)
+            .env("KL_DATA_DIR", self.data_dir())
+            .env_remove("KL_TOKEN")
+            .stdin(Stdio::null());
+        tokio::time::timeout(Duration::from_secs(600), cmd.output())
+            .await
+            .expect("kl command finished in time")
+            .expect("kl runs")
+    }
+
+    /// `kl deploy` that must succeed.
+    pub async fn deploy(&self, path: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["deploy", path.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let out = self.kl(&all).await;
+        assert!(
+            out.status.success(),
+            "deploy of {} failed:\n{}",
+            path.display(),
+            text(&out)
+        );
+        out
+    }
+
+    /// A request to `path` on the server with the admin token.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(self.token())
+    }
+
+    /// POSTs JSON to a function; returns status, headers and body.
+    pub async fn call(&self, function: &str, sub: &str, body: serde_json::Value) -> Reply {
+        let response = self
+            .req(reqwest::Method::POST, &format!("/fn/default/{function}{sub}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("body read").to_vec(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The platform error code of an error reply.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// stdout and stderr of a CLI run, for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
