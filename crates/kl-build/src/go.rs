@@ -6,9 +6,7 @@ use std::path::Path;
 
 use tokio::process::Command;
 
-use crate::{
-    BuildError, LangContext, Launch, Prepared, cache_key, command, copy_tree, publish_cache_entry, shims,
-};
+use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, command, copy_tree, shims};
 
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
     let go_mod = tokio::fs::read_to_string(ctx.root.join("go.mod"))
@@ -31,15 +29,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         tree.as_bytes(),
         shims::GO_MAIN.as_bytes(),
     ]);
-    let entry = ctx.cache.join("go").join(&key);
-    let cached = tokio::fs::try_exists(&entry).await?;
-    if cached {
-        ctx.log.line(&format!("binary: cached build {}", &key[..12]));
-    } else {
-        let tmp = ctx
-            .cache
-            .join("go")
-            .join(format!("{key}.tmp-{}", std::process::id()));
+    let (entry, cached) = cache_entry(ctx, "go", &key, "binary: cached build", |tmp| async move {
         let work = tmp.join("src");
         copy_tree(ctx.root, &work).await?;
         tokio::fs::create_dir_all(work.join("kl_shim_main")).await?;
@@ -52,14 +42,10 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
             .env("CGO_ENABLED", "0")
             .env("GOFLAGS", "-mod=mod -buildvcs=false")
             .env("GOWORK", "off");
-        let result = command::run("go build", &mut go, ctx.log).await;
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            return Err(e);
-        }
-        publish_cache_entry(&tmp, &entry).await?;
-    }
+        command::run("go build", &mut go, ctx.log).await?;
+        Ok(tokio::fs::remove_dir_all(&work).await?)
+    })
+    .await?;
     let binary = ctx.out.join("function");
     if tokio::fs::hard_link(entry.join("function"), &binary)
         .await

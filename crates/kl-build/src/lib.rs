@@ -271,12 +271,40 @@ fn copy_tree_blocking(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Moves a freshly built cache entry into place; a concurrent build of the same key may have
-/// won the race, in which case its entry is kept and ours dropped.
-async fn publish_cache_entry(tmp: &Path, dest: &Path) -> std::io::Result<()> {
-    match tokio::fs::rename(tmp, dest).await {
-        Ok(()) => Ok(()),
-        Err(_) if tokio::fs::try_exists(dest).await.unwrap_or(false) => tokio::fs::remove_dir_all(tmp).await,
-        Err(e) => Err(e),
+/// A content-addressed cache entry (a dependency layer or a compiled binary) under
+/// `CACHE/kind/key`: returns its path and whether it was already there. When missing, `fill`
+/// populates a private temporary folder that is moved into place only if it succeeds, so a
+/// failed or concurrent build never leaves or sees a half-made entry.
+async fn cache_entry<F, Fut>(
+    ctx: &LangContext<'_>,
+    kind: &str,
+    key: &str,
+    cached_note: &str,
+    fill: F,
+) -> Result<(PathBuf, bool), BuildError>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<(), BuildError>>,
+{
+    let dir = ctx.cache.join(kind);
+    let entry = dir.join(key);
+    if tokio::fs::try_exists(&entry).await? {
+        ctx.log.line(&format!("{cached_note} {}", &key[..12]));
+        return Ok((entry, true));
     }
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{key}.tmp-"))
+        .tempdir_in(&dir)?;
+    fill(tmp.path().to_path_buf()).await?;
+    let tmp = tmp.keep();
+    match tokio::fs::rename(&tmp, &entry).await {
+        Ok(()) => {}
+        // A concurrent build of the same key won the race: keep its entry.
+        Err(_) if tokio::fs::try_exists(&entry).await.unwrap_or(false) => {
+            tokio::fs::remove_dir_all(&tmp).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok((entry, false))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tokio::process::Command;
 
-use crate::{BuildError, LangContext, Launch, Prepared, cache_key, command, publish_cache_entry, shims};
+use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, command, shims};
 
 const LOCK_FILES: [&str; 2] = ["package-lock.json", "npm-shrinkwrap.json"];
 
@@ -27,36 +27,29 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         let lock_bytes = lock.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
         let manifest = manifest.unwrap_or_default();
         let key = cache_key(&[b"node", ctx.version.as_bytes(), &manifest, lock_bytes]);
-        let layer = ctx.cache.join("node").join(&key);
-        let cached = tokio::fs::try_exists(&layer).await?;
-        if cached {
-            ctx.log
-                .line(&format!("dependencies: cached layer {}", &key[..12]));
-        } else {
-            let tmp = ctx
-                .cache
-                .join("node")
-                .join(format!("{key}.tmp-{}", std::process::id()));
-            tokio::fs::create_dir_all(&tmp).await?;
-            tokio::fs::write(tmp.join("package.json"), &manifest).await?;
-            let mut npm = Command::new("npm");
-            match &lock {
-                Some((name, bytes)) => {
-                    tokio::fs::write(tmp.join(name), bytes).await?;
-                    npm.arg("ci");
+        let (layer, cached) = cache_entry(
+            ctx,
+            "node",
+            &key,
+            "dependencies: cached layer",
+            |tmp| async move {
+                tokio::fs::write(tmp.join("package.json"), &manifest).await?;
+                let mut npm = Command::new("npm");
+                match &lock {
+                    Some((name, bytes)) => {
+                        tokio::fs::write(tmp.join(name), bytes).await?;
+                        npm.arg("ci");
+                    }
+                    None => {
+                        npm.args(["install", "--no-package-lock"]);
+                    }
                 }
-                None => {
-                    npm.args(["install", "--no-package-lock"]);
-                }
-            }
-            npm.args(["--omit=dev", "--no-audit", "--no-fund", "--ignore-scripts"])
-                .current_dir(&tmp);
-            if let Err(e) = command::run("npm install", &mut npm, ctx.log).await {
-                let _ = tokio::fs::remove_dir_all(&tmp).await;
-                return Err(e);
-            }
-            publish_cache_entry(&tmp, &layer).await?;
-        }
+                npm.args(["--omit=dev", "--no-audit", "--no-fund", "--ignore-scripts"])
+                    .current_dir(&tmp);
+                command::run("npm install", &mut npm, ctx.log).await
+            },
+        )
+        .await?;
         std::os::unix::fs::symlink(layer.join("node_modules"), ctx.code.join("node_modules"))?;
         (key, cached)
     } else {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tokio::process::Command;
 
-use crate::{BuildError, LangContext, Launch, Prepared, cache_key, command, publish_cache_entry, shims};
+use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, command, shims};
 
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
     let reqs_path = ctx.root.join("requirements.txt");
@@ -21,37 +21,29 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
     ]);
     let (deps_key, deps_cached) = if has_reqs {
         let key = cache_key(&[b"python", ctx.version.as_bytes(), reqs.as_bytes()]);
-        let layer = ctx.cache.join("python").join(&key);
-        let cached = tokio::fs::try_exists(&layer).await?;
-        if cached {
-            ctx.log
-                .line(&format!("dependencies: cached layer {}", &key[..12]));
-        } else {
-            let tmp = ctx
-                .cache
-                .join("python")
-                .join(format!("{key}.tmp-{}", std::process::id()));
-            tokio::fs::create_dir_all(&tmp).await?;
-            let mut pip = Command::new("python3");
-            pip.args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
-            .args(["--no-warn-script-location", "--target"])
-            .arg(&tmp)
-            .arg("-r")
-            .arg(&reqs_path)
-            .current_dir(ctx.root);
-            let result = command::run("pip install", &mut pip, ctx.log).await;
-            if let Err(e) = result {
-                let _ = tokio::fs::remove_dir_all(&tmp).await;
-                return Err(e);
-            }
-            publish_cache_entry(&tmp, &layer).await?;
-        }
+        let (layer, cached) = cache_entry(
+            ctx,
+            "python",
+            &key,
+            "dependencies: cached layer",
+            |tmp| async move {
+                let mut pip = Command::new("python3");
+                pip.args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                ])
+                .args(["--no-warn-script-location", "--target"])
+                .arg(&tmp)
+                .arg("-r")
+                .arg(&reqs_path)
+                .current_dir(ctx.root);
+                command::run("pip install", &mut pip, ctx.log).await
+            },
+        )
+        .await?;
         env.insert("KL_DEPS_DIR".to_owned(), layer.display().to_string());
         (key, cached)
     } else {

@@ -191,15 +191,14 @@ impl Gateway {
         Some((pool.target.revision.clone(), pool.instances()))
     }
 
-    /// Stops every instance (server shutdown).
+    /// Stops routing and stops every instance the runtime started, routed or not (server
+    /// shutdown): revisions being drained or promoted have instances too.
     pub async fn shutdown(&self) {
         let routes = self.routes.swap(Arc::new(HashMap::new()));
-        let mut stops = tokio::task::JoinSet::new();
         for pool in routes.values() {
-            let pool = Arc::clone(pool);
-            stops.spawn(async move { pool.stop_all().await });
+            pool.close();
         }
-        while stops.join_next().await.is_some() {}
+        self.runtime.stop_all(self.config.stop_grace).await;
     }
 }
 

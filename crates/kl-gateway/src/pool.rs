@@ -258,7 +258,7 @@ impl RevisionPool {
 
     /// Takes no new requests; stops each instance once its requests are done.
     pub(crate) async fn retire(&self) {
-        self.state.lock().expect("pool lock").retired = true;
+        self.close();
         let deadline =
             Instant::now() + Duration::from_millis(self.target.spec.timeout_ms) + self.config.stop_grace;
         loop {
@@ -277,6 +277,11 @@ impl RevisionPool {
             }
         }
         self.stop_all().await;
+    }
+
+    /// Takes no new requests and starts no instances.
+    pub(crate) fn close(&self) {
+        self.state.lock().expect("pool lock").retired = true;
     }
 
     /// Stops every instance now (with the stop grace).

@@ -47,4 +47,8 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync {
     /// Starts an instance and returns once it answers its health check.
     async fn start(&self, request: StartRequest) -> Result<std::sync::Arc<Instance>, RuntimeError>;
+
+    /// Stops every instance this runtime started that still runs (server shutdown), each
+    /// with SIGTERM and, after `grace`, SIGKILL.
+    async fn stop_all(&self, grace: std::time::Duration);
 }

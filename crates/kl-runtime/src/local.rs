@@ -1,9 +1,10 @@
 //! The local runtime: each instance is a child process in its own process group, serving on a
 //! unix socket under the runtime's folder, with a clean environment.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,16 +26,23 @@ pub struct LocalRuntimeConfig {
     pub startup_timeout: Duration,
 }
 
+/// Instances still running, by id; an instance leaves when its process exits.
+type Live = Arc<Mutex<HashMap<String, Arc<Instance>>>>;
+
 /// Runs instances as local processes.
 #[derive(Debug)]
 pub struct LocalRuntime {
     config: LocalRuntimeConfig,
+    live: Live,
 }
 
 impl LocalRuntime {
     pub fn new(config: LocalRuntimeConfig) -> std::io::Result<LocalRuntime> {
         std::fs::create_dir_all(&config.run_dir)?;
-        Ok(LocalRuntime { config })
+        Ok(LocalRuntime {
+            config,
+            live: Live::default(),
+        })
     }
 }
 
@@ -140,6 +148,7 @@ impl Runtime for LocalRuntime {
         let out_pump = tokio::spawn(pump(stdout, req.log_path.clone(), prefix("stdout"), tail.clone()));
         let err_pump = tokio::spawn(pump(stderr, req.log_path.clone(), prefix("stderr"), tail.clone()));
         let (exit_tx, exit_rx) = watch::channel(None);
+        let (live, live_id) = (self.live.clone(), id.clone());
         tokio::spawn(async move {
             let status = child.wait().await;
             // Let the output pumps drain so the tail holds the last words.
@@ -149,8 +158,9 @@ impl Runtime for LocalRuntime {
                 Err(e) => format!("unknown status: {e}"),
             };
             let _ = exit_tx.send(Some(status));
+            live.lock().expect("live lock").remove(&live_id);
         });
-        let instance = Arc::new(Instance {
+        let mut instance = Instance {
             id,
             revision: req.revision.clone(),
             socket,
@@ -159,15 +169,25 @@ impl Runtime for LocalRuntime {
             startup: Duration::ZERO,
             exit: exit_rx,
             tail,
-        });
-        let startup = wait_ready(&instance, self.config.startup_timeout).await;
-        match startup {
-            Ok(took) => {
-                tracing::info!(revision = %req.revision, instance = %instance.id, pid, ms = took.as_millis() as u64, "instance ready");
-                // Record how long the start took; no other owner exists yet.
-                let mut instance = Arc::try_unwrap(instance).expect("instance not shared before ready");
+        };
+        match wait_ready(&instance, self.config.startup_timeout).await {
+            Ok(()) => {
                 instance.startup = spawned_at.elapsed();
-                Ok(Arc::new(instance))
+                tracing::info!(
+                    revision = %req.revision,
+                    instance = %instance.id,
+                    pid,
+                    ms = instance.startup.as_millis() as u64,
+                    "instance ready"
+                );
+                let instance = Arc::new(instance);
+                if instance.exit_status().is_none() {
+                    self.live
+                        .lock()
+                        .expect("live lock")
+                        .insert(instance.id.clone(), instance.clone());
+                }
+                Ok(instance)
             }
             Err(e) => {
                 instance.kill();
@@ -175,10 +195,25 @@ impl Runtime for LocalRuntime {
             }
         }
     }
+
+    async fn stop_all(&self, grace: Duration) {
+        let live: Vec<_> = self
+            .live
+            .lock()
+            .expect("live lock")
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for instance in live {
+            stops.spawn(async move { instance.stop(grace).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
 }
 
 /// Polls the health endpoint until it answers, the process exits, or the deadline passes.
-async fn wait_ready(instance: &Instance, limit: Duration) -> Result<Duration, RuntimeError> {
+async fn wait_ready(instance: &Instance, limit: Duration) -> Result<(), RuntimeError> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -189,7 +224,7 @@ async fn wait_ready(instance: &Instance, limit: Duration) -> Result<Duration, Ru
             });
         }
         if instance.socket.exists() && probe(&instance.socket).await {
-            return Ok(started.elapsed());
+            return Ok(());
         }
         if started.elapsed() >= limit {
             return Err(RuntimeError::NotReady {

@@ -275,15 +275,10 @@ async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &s
             .objects
             .put(&key.as_str().into(), bytes.into())
             .await
-            .map(|_| ()),
-        Ok(Err(e)) => Err(object_store::Error::Generic {
-            store: "context",
-            source: Box::new(e),
-        }),
-        Err(e) => Err(object_store::Error::Generic {
-            store: "context",
-            source: Box::new(e),
-        }),
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     if let Err(e) = stored {
         tracing::warn!(revision = %rev.name(), error = %e, "cannot store the container build context");

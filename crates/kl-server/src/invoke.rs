@@ -14,31 +14,10 @@ use crate::deploy::read_limited;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub(crate) async fn invoke_root(
+/// Serves both `/fn/{tenant}/{function}` and `/fn/{tenant}/{function}/{*rest}`.
+pub(crate) async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(params): Path<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    invoke(state, params, method, uri, headers, body).await
-}
-
-pub(crate) async fn invoke_path(
-    State(state): State<Arc<AppState>>,
-    Path(params): Path<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    invoke(state, params, method, uri, headers, body).await
-}
-
-async fn invoke(
-    state: Arc<AppState>,
-    params: HashMap<String, String>,
     method: Method,
     uri: Uri,
     mut headers: HeaderMap,

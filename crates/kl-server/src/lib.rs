@@ -170,8 +170,8 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
         .route("/v1/functions", get(functions::list_all))
-        .route("/fn/{tenant}/{function}", any(invoke::invoke_root))
-        .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke_path))
+        .route("/fn/{tenant}/{function}", any(invoke::invoke))
+        .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
