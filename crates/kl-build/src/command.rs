@@ -20,7 +20,8 @@ impl Drop for GroupGuard {
 /// Runs one build step to completion, its output appended to the log.
 pub(crate) async fn run(step: &str, cmd: &mut Command, log: &BuildLog) -> Result<(), BuildError> {
     let shown = format!("{:?}", cmd.as_std()).replace('"', "");
-    log.line(&format!("{step}: {shown}"));
+    log.line(step);
+    log.command(&shown);
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.stdio()?)
         .stderr(log.stdio()?)

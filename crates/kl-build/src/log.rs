@@ -27,6 +27,11 @@ impl BuildLog {
         let _ = (&self.file).write_all(format!("==> {text}\n").as_bytes());
     }
 
+    /// Appends the command line a step runs (`$ …`).
+    pub fn command(&self, shown: &str) {
+        let _ = (&self.file).write_all(format!("$ {shown}\n").as_bytes());
+    }
+
     /// A handle for a child process's stdout or stderr.
     pub fn stdio(&self) -> std::io::Result<Stdio> {
         Ok(Stdio::from(self.file.try_clone()?))

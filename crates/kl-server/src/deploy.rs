@@ -128,7 +128,8 @@ pub(crate) async fn build_job(state: Arc<AppState>, rev: RevisionRecord, staging
                     "revision {name} is ready ({} ms)",
                     started.elapsed().as_millis()
                 )),
-                Err(e) => log.line(&format!("build failed: {e}")),
+                // The full error ends with the log's own tail; don't write that twice.
+                Err(e) => log.line(&format!("build failed: {}", e.lines().next().unwrap_or_default())),
             }
             result
         }

@@ -66,11 +66,16 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
             println!("  url: {}/fn/{}/{name}", client.base(), args.tenant);
             Ok(Some(rev))
         }
-        _ => bail!(
-            "revision {} failed: {}",
-            rev.name,
-            rev.error.as_deref().unwrap_or("no reason recorded")
-        ),
+        _ => {
+            let error = rev.error.as_deref().unwrap_or("no reason recorded");
+            // On a terminal the build log was just shown: its first line is enough.
+            let error = if progress.streamed() {
+                error.lines().next().unwrap_or(error)
+            } else {
+                error
+            };
+            bail!("revision {} failed: {error}", rev.name)
+        }
     }
 }
 
@@ -181,6 +186,11 @@ impl Progress {
             }
             bar.println(format!("  {text}"));
         }
+    }
+
+    /// Whether the build log was shown as it streamed.
+    fn streamed(&self) -> bool {
+        self.bar.is_some()
     }
 
     fn finish(&self) {
