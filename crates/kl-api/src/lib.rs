@@ -1,7 +1,7 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
 use chrono::{DateTime, Utc};
-use kl_core::{FunctionSpec, Runtime};
+use kl_core::{FunctionSpec, Role, Runtime, TenantSpec};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: `{"error": {"code": "...", "message": "..."}}`.
@@ -102,4 +102,103 @@ pub struct FunctionDetail {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionList {
     pub functions: Vec<FunctionView>,
+}
+
+/// `POST /v1/tenants`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    #[serde(default)]
+    pub spec: TenantSpec,
+}
+
+/// A tenant's current use of its quotas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantUsage {
+    pub functions: u64,
+    /// Builds queued or running.
+    pub builds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub name: String,
+    pub spec: TenantSpec,
+    pub usage: TenantUsage,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+}
+
+/// `POST /v1/tokens`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateToken {
+    /// Who holds it, e.g. a member's name.
+    pub name: String,
+    pub role: Role,
+    /// Required for tenant roles, absent for platform roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Lifetime such as `30d` or `12h`; absent means no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to a token creation: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub token: TokenView,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+
+/// One denied attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_tenant: Option<String>,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tenant: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// `unauthenticated`, `forbidden` or `not-found`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
 }

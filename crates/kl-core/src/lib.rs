@@ -1,11 +1,15 @@
 //! Domain types and pure logic of knative-lambda: names, quantities, function specs. No IO.
 
+pub mod access;
 pub mod launch;
 pub mod name;
 pub mod quantity;
 pub mod spec;
+pub mod tenant;
 
+pub use access::{Action, Decision, Role, authorize};
 pub use launch::Launch;
 pub use name::{NameError, validate_function_name, validate_tenant_name};
 pub use quantity::{QuantityError, format_duration, format_memory, parse_duration, parse_memory};
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
+pub use tenant::{QuotaExceeded, Quotas, TenantSpec, admit};

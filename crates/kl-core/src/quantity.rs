@@ -17,7 +17,7 @@ pub enum QuantityError {
 }
 
 const MEMORY_HINT: &str = "use a number with a suffix such as 128Mi, 1Gi or 500M";
-const DURATION_HINT: &str = "use a number with a unit such as 500ms, 30s, 5m or 1h";
+const DURATION_HINT: &str = "use a number with a unit such as 500ms, 30s, 5m, 1h or 30d";
 
 /// Parses a memory quantity into bytes.
 pub fn parse_memory(input: &str) -> Result<u64, QuantityError> {
@@ -76,6 +76,7 @@ pub fn parse_duration(input: &str) -> Result<u64, QuantityError> {
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(err()),
     };
     n.checked_mul(mult).ok_or_else(err)
@@ -83,7 +84,12 @@ pub fn parse_duration(input: &str) -> Result<u64, QuantityError> {
 
 /// Formats milliseconds in the largest unit that divides them exactly (`30000` → `30s`).
 pub fn format_duration(ms: u64) -> String {
-    for (unit, size) in [("h", 3_600_000u64), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u64),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -113,8 +119,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(500));
         assert_eq!(parse_duration("2m"), Ok(120_000));
         assert_eq!(parse_duration("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400_000));
         assert_eq!(parse_duration("7"), Ok(7_000));
-        for bad in ["", "s", "1.5s", "10d", "-1s"] {
+        for bad in ["", "s", "1.5s", "10w", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -4,6 +4,7 @@
 
 mod pool;
 mod proxy;
+pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

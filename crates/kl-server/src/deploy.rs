@@ -8,11 +8,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kl_api::DeployAccepted;
 use kl_build::{Artifact, BuildInput, BuildLog, LAUNCH_FILE};
-use kl_core::{FunctionSettings, Launch, validate_function_name};
+use kl_core::{Action, FunctionSettings, Launch, validate_function_name};
 use kl_events::{lifecycle, types};
 use kl_gateway::RevisionTarget;
 use kl_store::{RevisionRecord, RevisionStatus};
@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::ServerError;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::quota::BuildClaim;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -37,10 +39,10 @@ pub(crate) async fn upload(
     State(state): State<Arc<AppState>>,
     Path((tenant, function)): Path<(String, String)>,
     Query(query): Query<UploadQuery>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
-    let principal = state.tokens.require(&headers)?;
+    let principal = state.authorize(&caller, Action::Deploy, Some(&tenant)).await?;
     validate_function_name(&function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
     state.require_tenant(&tenant).await?;
     let settings: FunctionSettings = match &query.options {
@@ -58,6 +60,10 @@ pub(crate) async fn upload(
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
     state.builder.resolve(&root, &settings)?;
+    let quotas = state.store.tenant(&tenant).await?.spec.quotas;
+    let claim = state
+        .tenant_builds
+        .claim(&tenant, Some(quotas.concurrent_builds))?;
     let key = format!("sources/{tenant}/{function}/{digest}.archive");
     state.objects.put(&key.as_str().into(), archive.into()).await?;
     let rev = state
@@ -71,7 +77,7 @@ pub(crate) async fn upload(
         revision: rev.name(),
         number: rev.number,
     };
-    tokio::spawn(build_job(state, rev, Some(staging)));
+    tokio::spawn(build_job(state, rev, Some(staging), claim));
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -102,7 +108,14 @@ async fn unpack(state: &AppState, archive: Bytes, into: &TempDir) -> Result<(), 
 
 /// Builds a revision, proves it serves, and switches traffic to it. Never fails loudly: the
 /// outcome is recorded on the revision, in its build log and as lifecycle events.
-pub(crate) async fn build_job(state: Arc<AppState>, rev: RevisionRecord, staging: Option<TempDir>) {
+pub(crate) async fn build_job(
+    state: Arc<AppState>,
+    rev: RevisionRecord,
+    staging: Option<TempDir>,
+    claim: BuildClaim,
+) {
+    // Held until the build ends, whatever its outcome.
+    let _claim = claim;
     let name = rev.name();
     let _slot = state
         .builds
@@ -337,7 +350,11 @@ pub(crate) async fn restore(state: &Arc<AppState>) -> Result<(), ServerError> {
     let requeued = state.store.building_revisions().await?;
     for rev in &requeued {
         if rev.status == RevisionStatus::Building {
-            tokio::spawn(build_job(state.clone(), rev.clone(), None));
+            let claim = state
+                .tenant_builds
+                .claim(&rev.tenant, None)
+                .expect("unbounded claims succeed");
+            tokio::spawn(build_job(state.clone(), rev.clone(), None, claim));
         }
     }
     tracing::info!(restored, requeued = requeued.len(), "restored functions");

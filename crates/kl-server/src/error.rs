@@ -97,6 +97,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),
+            StoreError::Quota(q) => q.into(),
             other => ApiError::internal(other),
         }
     }
@@ -115,6 +117,18 @@ impl From<GatewayError> for ApiError {
             G::Upstream(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Hard quotas answer 403 (a change is needed); transient ones 429 (retry later).
+impl From<kl_core::QuotaExceeded> for ApiError {
+    fn from(q: kl_core::QuotaExceeded) -> ApiError {
+        let status = if q.is_transient() {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        ApiError::new(status, "QuotaExceeded", q.to_string())
     }
 }
 

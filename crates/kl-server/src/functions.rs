@@ -5,12 +5,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use kl_api::{FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState, RevisionView};
 use kl_build::DOCKERFILE;
+use kl_core::Action;
 use kl_events::{lifecycle, types};
 use kl_store::{FunctionRecord, RevisionRecord, RevisionStatus};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -66,9 +68,11 @@ async fn function_view(
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Path(tenant): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<FunctionList>, ApiError> {
-    state.tokens.require(&headers)?;
+    state
+        .authorize(&caller, Action::ReadFunctions, Some(&tenant))
+        .await?;
     state.require_tenant(&tenant).await?;
     list_functions(&state, Some(&tenant)).await
 }
@@ -76,9 +80,9 @@ pub(crate) async fn list(
 /// `GET /v1/functions`: every tenant's functions.
 pub(crate) async fn list_all(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<FunctionList>, ApiError> {
-    state.tokens.require(&headers)?;
+    state.authorize(&caller, Action::ReadAllTenants, None).await?;
     list_functions(&state, None).await
 }
 
@@ -94,9 +98,11 @@ async fn list_functions(state: &AppState, tenant: Option<&str>) -> Result<Json<F
 pub(crate) async fn describe(
     State(state): State<Arc<AppState>>,
     Path((tenant, function)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<FunctionDetail>, ApiError> {
-    state.tokens.require(&headers)?;
+    state
+        .authorize(&caller, Action::ReadFunctions, Some(&tenant))
+        .await?;
     let record = state.store.function(&tenant, &function).await?;
     let (view, revisions) = function_view(&state, &record).await?;
     let spec = record
@@ -134,9 +140,11 @@ pub(crate) async fn describe(
 pub(crate) async fn revision(
     State(state): State<Arc<AppState>>,
     Path((tenant, function, number)): Path<(String, String, i64)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<RevisionView>, ApiError> {
-    state.tokens.require(&headers)?;
+    state
+        .authorize(&caller, Action::ReadFunctions, Some(&tenant))
+        .await?;
     let record = state.store.function(&tenant, &function).await?;
     let rev = state.store.revision(&tenant, &function, number).await?;
     Ok(Json(revision_view(&rev, record.serving_revision)))
@@ -146,9 +154,11 @@ pub(crate) async fn revision(
 pub(crate) async fn dockerfile(
     State(state): State<Arc<AppState>>,
     Path((tenant, function, number)): Path<(String, String, i64)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.tokens.require(&headers)?;
+    state
+        .authorize(&caller, Action::ReadFunctions, Some(&tenant))
+        .await?;
     let rev = state.store.revision(&tenant, &function, number).await?;
     let path = state.layout.artifact(&tenant, &function, number).join(DOCKERFILE);
     match tokio::fs::read_to_string(&path).await {
@@ -169,9 +179,11 @@ pub(crate) async fn dockerfile(
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Path((tenant, function)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let principal = state.tokens.require(&headers)?;
+    let principal = state
+        .authorize(&caller, Action::DeleteFunction, Some(&tenant))
+        .await?;
     let existed = {
         let _promotion = state.promote.lock().await;
         let existed = state.store.delete_function(&tenant, &function).await?;

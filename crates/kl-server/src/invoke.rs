@@ -8,8 +8,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, Uri};
+use kl_core::Action;
 use kl_gateway::Invocation;
 
+use crate::auth::Caller;
 use crate::deploy::read_limited;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,6 +20,7 @@ use crate::state::AppState;
 pub(crate) async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(params): Path<HashMap<String, String>>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     mut headers: HeaderMap,
@@ -26,7 +29,7 @@ pub(crate) async fn invoke(
     let (tenant, function) = (&params["tenant"], &params["function"]);
     let public = state.gateway.is_public(tenant, function);
     if public != Some(true) {
-        state.tokens.require(&headers)?;
+        state.authorize(&caller, Action::Invoke, Some(tenant)).await?;
         // The platform token is for the platform, never for the function's code.
         headers.remove(http::header::AUTHORIZATION);
     }

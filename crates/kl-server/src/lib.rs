@@ -9,7 +9,9 @@ mod error;
 mod functions;
 mod invoke;
 mod logs;
+mod quota;
 mod state;
+mod tenants;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -111,6 +113,7 @@ impl Server {
             gateway,
             builds: tokio::sync::Semaphore::new(config.build_concurrency),
             promote: tokio::sync::Mutex::new(()),
+            tenant_builds: quota::TenantBuilds::default(),
             layout,
             config,
         });
@@ -170,6 +173,19 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
         .route("/v1/functions", get(functions::list_all))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(tenants::describe)
+                .put(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route(
+            "/v1/tokens",
+            get(tenants::list_tokens).post(tenants::create_token),
+        )
+        .route("/v1/tokens/{id}", axum::routing::delete(tenants::revoke_token))
+        .route("/v1/audit", get(tenants::audit))
         .route("/fn/{tenant}/{function}", any(invoke::invoke))
         .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -12,11 +12,12 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::HeaderMap;
+use kl_core::Action;
 use kl_store::RevisionStatus;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,9 +39,9 @@ pub(crate) async fn function_log(
     State(state): State<Arc<AppState>>,
     Path((tenant, function)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    state.tokens.require(&headers)?;
+    state.authorize(&caller, Action::ReadLogs, Some(&tenant)).await?;
     state.store.function(&tenant, &function).await?;
     let path = state.layout.function_log(&tenant, &function);
     let start = tail_offset(&path, query.tail.unwrap_or(100)).await;
@@ -57,9 +58,9 @@ pub(crate) async fn build_log(
     State(state): State<Arc<AppState>>,
     Path((tenant, function, number)): Path<(String, String, i64)>,
     Query(query): Query<LogQuery>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    state.tokens.require(&headers)?;
+    state.authorize(&caller, Action::ReadLogs, Some(&tenant)).await?;
     state.store.revision(&tenant, &function, number).await?;
     let path = state.layout.build_log(&tenant, &function, number);
     let follow = query.follow;

@@ -23,6 +23,8 @@ pub(crate) struct AppState {
     pub builds: tokio::sync::Semaphore,
     /// Serialises traffic switches so a slower, older build never overrides a newer one.
     pub promote: tokio::sync::Mutex<()>,
+    /// Builds queued or running per tenant (the concurrent-builds quota).
+    pub tenant_builds: crate::quota::TenantBuilds,
     pub layout: Layout,
     pub config: ServerConfig,
 }

@@ -9,14 +9,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kl_core::{FunctionSettings, FunctionSpec};
+use kl_core::{FunctionSettings, FunctionSpec, QuotaExceeded, TenantSpec, admit};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use thiserror::Error;
 
-pub use records::{FunctionRecord, RevisionRecord, RevisionStatus, TokenRecord, revision_name};
+pub use records::{
+    AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
+};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, Error)]
@@ -36,6 +38,12 @@ pub enum StoreError {
     /// A row was not found.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change conflicts with the current state (a name taken, a tenant still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The change would exceed one of the tenant's quotas.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// Column list of revision queries; a macro so `concat!` keeps the SQL a `&'static str`.
@@ -97,31 +105,171 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Creates a tenant; `Conflict` if the name is taken.
+    pub async fn create_tenant(&self, name: &str, spec: &TenantSpec) -> Result<TenantRecord> {
+        let done = sqlx::query(
+            "INSERT INTO tenants (name, spec, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(serde_json::to_string(spec).expect("tenant spec serializes"))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("tenant {name:?} already exists")));
+        }
+        self.tenant(name).await
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
+        let row = sqlx::query("SELECT name, spec, created_at FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {name:?}")))?;
+        tenant_from_row(&row)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query("SELECT name, spec, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// Replaces a tenant's spec.
+    pub async fn update_tenant(&self, name: &str, spec: &TenantSpec) -> Result<TenantRecord> {
+        let done = sqlx::query("UPDATE tenants SET spec = ? WHERE name = ?")
+            .bind(serde_json::to_string(spec).expect("tenant spec serializes"))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {name:?}")));
+        }
+        self.tenant(name).await
+    }
+
+    /// Deletes a tenant without functions (and its tokens); `Conflict` while it has some.
+    pub async fn delete_tenant(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let functions: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if functions > 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {name:?} still has {functions} function(s); delete them first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM tenants WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {name:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many functions a tenant has.
+    pub async fn function_count(&self, tenant: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Deletes a token; returns whether it existed.
+    pub async fn delete_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a denied attempt.
+    pub async fn insert_audit(&self, entry: &AuditRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, token_id, role, caller_tenant, action, target_tenant, method, path, outcome) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.at.to_rfc3339())
+        .bind(&entry.token_id)
+        .bind(&entry.role)
+        .bind(&entry.caller_tenant)
+        .bind(&entry.action)
+        .bind(&entry.target_tenant)
+        .bind(&entry.method)
+        .bind(&entry.path)
+        .bind(&entry.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` denied attempts, newest first.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, token_id, role, caller_tenant, action, target_tenant, method, path, outcome \
+             FROM audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at: parse_time(r.try_get("at")?),
+                    token_id: r.try_get("token_id")?,
+                    role: r.try_get("role")?,
+                    caller_tenant: r.try_get("caller_tenant")?,
+                    action: r.try_get("action")?,
+                    target_tenant: r.try_get("target_tenant")?,
+                    method: r.try_get("method")?,
+                    path: r.try_get("path")?,
+                    outcome: r.try_get("outcome")?,
+                })
+            })
+            .collect()
+    }
+
     /// Stores a token by the hash of its secret.
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, hash, tenant, role, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&token.id)
-            .bind(&token.hash)
+        sqlx::query(
+            "INSERT INTO tokens (id, name, hash, tenant, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(&token.hash)
             .bind(&token.tenant)
             .bind(&token.role)
             .bind(token.created_at.to_rfc3339())
+            .bind(token.expires_at.map(|t| t.to_rfc3339()))
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, hash, tenant, role, created_at FROM tokens")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, hash, tenant, role, created_at, expires_at FROM tokens ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(TokenRecord {
                     id: r.try_get("id")?,
+                    name: r.try_get("name")?,
                     hash: r.try_get("hash")?,
                     tenant: r.try_get("tenant")?,
                     role: r.try_get("role")?,
                     created_at: parse_time(r.try_get("created_at")?),
+                    expires_at: r.try_get::<Option<String>, _>("expires_at")?.map(parse_time),
                 })
             })
             .collect()
@@ -137,8 +285,31 @@ impl Store {
         source_key: &str,
         source_digest: &str,
     ) -> Result<RevisionRecord> {
-        let mut tx = self.pool.begin().await?;
+        // BEGIN IMMEDIATE takes SQLite's write lock up front, so the count below and the
+        // insert are atomic: concurrent deploys cannot overshoot the functions quota.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now();
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM functions WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(function)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = ?")
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant:?}")))?;
+            let spec: TenantSpec = serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
+                what: "tenant spec",
+                source,
+            })?;
+            let used: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+            admit(tenant, "functions", used as u64, spec.quotas.functions.into())?;
+        }
         sqlx::query(
             "INSERT INTO functions (tenant, name, created_at, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (tenant, name) DO UPDATE SET updated_at = excluded.updated_at",
@@ -340,6 +511,18 @@ fn revision_from_row(r: &SqliteRow) -> Result<RevisionRecord> {
         build_ms: r.try_get::<Option<i64>, _>("build_ms")?.map(|v| v as u64),
         created_at: parse_time(r.try_get("created_at")?),
         finished_at: r.try_get::<Option<String>, _>("finished_at")?.map(parse_time),
+    })
+}
+
+fn tenant_from_row(r: &SqliteRow) -> Result<TenantRecord> {
+    let spec: String = r.try_get("spec")?;
+    Ok(TenantRecord {
+        name: r.try_get("name")?,
+        spec: serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
+            what: "tenant spec",
+            source,
+        })?,
+        created_at: parse_time(r.try_get("created_at")?),
     })
 }
 

@@ -5,7 +5,10 @@ use std::borrow::Cow;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "tenancy", include_str!("../migrations/0002_tenancy.sql")),
+];
 
 pub(crate) fn migrator() -> Migrator {
     Migrator::with_migrations(

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use kl_core::{FunctionSettings, FunctionSpec};
+use kl_core::{FunctionSettings, FunctionSpec, TenantSpec};
 
 /// Where a revision is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +85,35 @@ pub struct FunctionRecord {
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
     pub id: String,
+    /// Who or what holds it (a member's name, a CI job).
+    pub name: String,
     pub hash: String,
     /// `None` for platform-wide tokens.
     pub tenant: Option<String>,
     pub role: String,
     pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A tenant and its settings.
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub name: String,
+    pub spec: TenantSpec,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One denied attempt.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub token_id: Option<String>,
+    pub role: Option<String>,
+    pub caller_tenant: Option<String>,
+    pub action: String,
+    pub target_tenant: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// `unauthenticated`, `forbidden` or `not-found`.
+    pub outcome: String,
 }

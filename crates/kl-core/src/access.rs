@@ -1,0 +1,247 @@
+//! Who may do what (DESIGN §4): a pure decision from the caller's role and tenant, the action
+//! and the target tenant. A tenant-scoped caller never learns that another tenant's objects
+//! exist: acting on another tenant is `NotFound`, not `Forbidden`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A token's role. Platform roles span all tenants; the others belong to one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, everywhere.
+    Admin,
+    /// Reads everything, changes nothing, sees no secrets.
+    Operator,
+    /// Manages its tenant's members and functions.
+    TenantAdmin,
+    /// Deploys, invokes and reads logs in its tenant.
+    Developer,
+    /// Reads its tenant.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Operator,
+        Role::TenantAdmin,
+        Role::Developer,
+        Role::Viewer,
+    ];
+
+    /// Whether the role spans every tenant (its tokens have no tenant).
+    pub fn is_platform(self) -> bool {
+        matches!(self, Role::Admin | Role::Operator)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            format!("unknown role {s:?}: use admin, operator, tenant-admin, developer or viewer")
+        })
+    }
+}
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Create or delete tenants, change their quotas.
+    ManageTenants,
+    /// List every tenant, or every tenant's functions.
+    ReadAllTenants,
+    /// Read the platform's audit log.
+    ReadAudit,
+    /// Read one tenant's settings and usage.
+    ReadTenant,
+    /// Create, list and revoke a tenant's tokens.
+    ManageTokens,
+    /// Upload source, build revisions.
+    Deploy,
+    /// List and describe functions and revisions.
+    ReadFunctions,
+    /// Delete functions.
+    DeleteFunction,
+    /// Call a private function.
+    Invoke,
+    /// Read function and build logs.
+    ReadLogs,
+}
+
+impl Action {
+    /// Actions that change nothing.
+    fn is_read(self) -> bool {
+        matches!(
+            self,
+            Action::ReadAllTenants
+                | Action::ReadAudit
+                | Action::ReadTenant
+                | Action::ReadFunctions
+                | Action::ReadLogs
+        )
+    }
+
+    /// Actions on the platform as a whole rather than on one tenant.
+    fn is_platform(self) -> bool {
+        matches!(
+            self,
+            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ManageTenants => "manage tenants",
+            Action::ReadAllTenants => "read all tenants",
+            Action::ReadAudit => "read the audit log",
+            Action::ReadTenant => "read the tenant",
+            Action::ManageTokens => "manage tokens",
+            Action::Deploy => "deploy",
+            Action::ReadFunctions => "read functions",
+            Action::DeleteFunction => "delete functions",
+            Action::Invoke => "invoke",
+            Action::ReadLogs => "read logs",
+        }
+    }
+}
+
+/// The outcome of an authorization check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// The target is outside the caller's tenant: answer as if it did not exist.
+    NotFound,
+    /// The caller may see the target but not do this to it.
+    Forbidden,
+}
+
+/// Decides whether a caller with `role` (bound to `own_tenant` unless a platform role) may
+/// perform `action` on `target` (the tenant acted on; `None` for platform-wide actions).
+pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: Option<&str>) -> Decision {
+    match role {
+        Role::Admin => return Decision::Allow,
+        Role::Operator => {
+            return if action.is_read() {
+                Decision::Allow
+            } else {
+                Decision::Forbidden
+            };
+        }
+        Role::TenantAdmin | Role::Developer | Role::Viewer => {}
+    }
+    if action.is_platform() {
+        return Decision::Forbidden;
+    }
+    if own_tenant.is_none() || target != own_tenant {
+        return Decision::NotFound;
+    }
+    let allowed = match role {
+        Role::TenantAdmin => true,
+        Role::Developer => action != Action::ManageTokens,
+        Role::Viewer => action.is_read(),
+        Role::Admin | Role::Operator => unreachable!("platform roles decided above"),
+    };
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::Forbidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TENANT_ACTIONS: [Action; 7] = [
+        Action::ReadTenant,
+        Action::ManageTokens,
+        Action::Deploy,
+        Action::ReadFunctions,
+        Action::DeleteFunction,
+        Action::Invoke,
+        Action::ReadLogs,
+    ];
+
+    #[test]
+    fn the_role_matrix_on_the_own_tenant() {
+        use Decision::{Allow as A, Forbidden as F};
+        // Columns follow TENANT_ACTIONS.
+        let expected = [
+            (Role::Admin, [A, A, A, A, A, A, A]),
+            (Role::Operator, [A, F, F, A, F, F, A]),
+            (Role::TenantAdmin, [A, A, A, A, A, A, A]),
+            (Role::Developer, [A, F, A, A, A, A, A]),
+            (Role::Viewer, [A, F, F, A, F, F, A]),
+        ];
+        for (role, row) in expected {
+            let own = (!role.is_platform()).then_some("acme");
+            for (action, want) in TENANT_ACTIONS.iter().zip(row) {
+                assert_eq!(
+                    authorize(role, own, *action, Some("acme")),
+                    want,
+                    "{role} {action:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_tenants_are_invisible_to_tenant_roles() {
+        for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
+            for action in TENANT_ACTIONS {
+                assert_eq!(
+                    authorize(role, Some("acme"), action, Some("globex")),
+                    Decision::NotFound,
+                    "{role} {action:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn platform_actions_belong_to_platform_roles() {
+        for action in [Action::ManageTenants, Action::ReadAllTenants, Action::ReadAudit] {
+            assert_eq!(authorize(Role::Admin, None, action, None), Decision::Allow);
+            for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
+                assert_eq!(authorize(role, Some("acme"), action, None), Decision::Forbidden);
+            }
+        }
+        assert_eq!(
+            authorize(Role::Operator, None, Action::ReadAudit, None),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(Role::Operator, None, Action::ManageTenants, None),
+            Decision::Forbidden
+        );
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}
