@@ -1,7 +1,7 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
 use chrono::{DateTime, Utc};
-use kl_core::{FunctionSpec, Role, Runtime, TenantSpec};
+use kl_core::{ByteQuantity, CpuQuantity, FunctionSpec, Role, Runtime, TenantSpec};
 use serde::{Deserialize, Serialize};
 
 /// Every error response: `{"error": {"code": "...", "message": "..."}}`.
@@ -118,8 +118,14 @@ pub struct CreateTenant {
 #[serde(rename_all = "camelCase")]
 pub struct TenantUsage {
     pub functions: u64,
+    /// Running instances and what they hold.
+    pub instances: u64,
+    pub cpu: CpuQuantity,
+    pub memory: ByteQuantity,
     /// Builds queued or running.
     pub builds: u64,
+    /// Uploaded source kept for its revisions.
+    pub storage: ByteQuantity,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -92,7 +92,6 @@ pub struct Artifact {
 pub struct BuilderConfig {
     /// Where dependency layers and compiled binaries are cached, by content hash.
     pub cache_dir: PathBuf,
-    pub limits: SpecLimits,
 }
 
 /// One build's inputs.
@@ -106,6 +105,8 @@ pub struct BuildInput<'a> {
     pub settings: &'a FunctionSettings,
     /// Digest of the uploaded source archive.
     pub source_digest: &'a str,
+    /// The tenant's effective per-instance limits.
+    pub limits: &'a SpecLimits,
     pub log: &'a BuildLog,
 }
 
@@ -141,19 +142,24 @@ impl Builder {
     }
 
     /// Resolves the spec of a source tree without building it (language, settings, limits).
-    pub fn resolve(&self, root: &Path, settings: &FunctionSettings) -> Result<FunctionSpec, BuildError> {
+    pub fn resolve(
+        &self,
+        root: &Path,
+        settings: &FunctionSettings,
+        limits: &SpecLimits,
+    ) -> Result<FunctionSpec, BuildError> {
         let merged = read_manifest(root)?.overlay(settings.clone());
         let runtime = match merged.runtime {
             Some(rt) => rt,
             None => detect_runtime(root)?,
         };
-        Ok(merged.resolve(runtime, &self.config.limits)?)
+        Ok(merged.resolve(runtime, limits)?)
     }
 
     /// Builds `input.source` into the artifact folder `input.out`.
     pub async fn build(&self, input: BuildInput<'_>) -> Result<Artifact, BuildError> {
         let root = source_root(input.source)?;
-        let spec = self.resolve(&root, input.settings)?;
+        let spec = self.resolve(&root, input.settings, input.limits)?;
         let log = input.log;
         log.line(&format!("runtime {}, handler {}", spec.runtime, spec.handler));
         let versions = self.toolchains().await;

@@ -10,6 +10,9 @@ pub mod tenant;
 pub use access::{Action, Decision, Role, authorize};
 pub use launch::Launch;
 pub use name::{NameError, validate_function_name, validate_tenant_name};
-pub use quantity::{QuantityError, format_duration, format_memory, parse_duration, parse_memory};
+pub use quantity::{
+    ByteQuantity, CpuQuantity, QuantityError, format_cpu, format_duration, format_memory, parse_cpu,
+    parse_duration, parse_memory,
+};
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
-pub use tenant::{QuotaExceeded, Quotas, TenantSpec, admit};
+pub use tenant::{InstanceLimits, LimitsError, Quota, QuotaExceeded, Quotas, RateSpec, TenantSpec, admit};

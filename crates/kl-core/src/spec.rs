@@ -8,7 +8,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::quantity::{QuantityError, format_duration, format_memory, parse_duration, parse_memory};
+use crate::quantity::{
+    QuantityError, format_cpu, format_duration, format_memory, parse_cpu, parse_duration, parse_memory,
+};
+use crate::tenant::RateSpec;
 
 /// A language runtime a function can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,6 +87,9 @@ pub struct FunctionSettings {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// CPU per instance: `250m`, `0.5`, `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +98,9 @@ pub struct FunctionSettings {
     pub max_scale: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<bool>,
+    /// Invocations per second of this function, within the tenant's rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateSpec>,
 }
 
 impl FunctionSettings {
@@ -104,10 +113,12 @@ impl FunctionSettings {
             handler: top.handler.or(self.handler),
             env: self.env,
             memory: top.memory.or(self.memory),
+            cpu: top.cpu.or(self.cpu),
             timeout: top.timeout.or(self.timeout),
             concurrency: top.concurrency.or(self.concurrency),
             max_scale: top.max_scale.or(self.max_scale),
             public: top.public.or(self.public),
+            rate_limit: top.rate_limit.or(self.rate_limit),
         }
     }
 
@@ -135,6 +146,21 @@ impl FunctionSettings {
                 max: format_memory(limits.max_memory_bytes),
             });
         }
+        let cpu_millis = match &self.cpu {
+            Some(c) => parse_cpu(c)?,
+            None => limits.default_cpu_millis,
+        };
+        if !(limits.min_cpu_millis..=limits.max_cpu_millis).contains(&cpu_millis) {
+            return Err(SpecError::OutOfRange {
+                field: "cpu",
+                value: format_cpu(cpu_millis),
+                min: format_cpu(limits.min_cpu_millis),
+                max: format_cpu(limits.max_cpu_millis),
+            });
+        }
+        if let Some(rate) = &self.rate_limit {
+            check_count("rateLimit.perSecond", rate.per_second, u32::MAX)?;
+        }
         let timeout_ms = match &self.timeout {
             Some(t) => parse_duration(t)?,
             None => limits.default_timeout_ms,
@@ -160,6 +186,8 @@ impl FunctionSettings {
             concurrency,
             max_scale,
             public: self.public.unwrap_or(false),
+            cpu_millis,
+            rate_limit: self.rate_limit,
         })
     }
 }
@@ -183,6 +211,9 @@ pub struct SpecLimits {
     pub default_memory_bytes: u64,
     pub min_memory_bytes: u64,
     pub max_memory_bytes: u64,
+    pub default_cpu_millis: u64,
+    pub min_cpu_millis: u64,
+    pub max_cpu_millis: u64,
     pub default_timeout_ms: u64,
     pub max_timeout_ms: u64,
     pub max_concurrency: u32,
@@ -196,6 +227,9 @@ impl Default for SpecLimits {
             default_memory_bytes: 256 << 20,
             min_memory_bytes: 32 << 20,
             max_memory_bytes: 16 << 30,
+            default_cpu_millis: 500,
+            min_cpu_millis: 10,
+            max_cpu_millis: 8000,
             default_timeout_ms: 30_000,
             max_timeout_ms: 15 * 60_000,
             max_concurrency: 1000,
@@ -217,6 +251,15 @@ pub struct FunctionSpec {
     pub concurrency: u32,
     pub max_scale: u32,
     pub public: bool,
+    /// CPU per instance in millicores (absent in revisions built before CPU limits).
+    #[serde(default = "default_cpu_millis")]
+    pub cpu_millis: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateSpec>,
+}
+
+fn default_cpu_millis() -> u64 {
+    SpecLimits::default().default_cpu_millis
 }
 
 /// Why settings could not be resolved into a spec.

@@ -2,6 +2,7 @@
 //! on demand, enforces each instance's concurrency limit and the function timeout, and
 //! replaces instances that crash or hang.
 
+mod admission;
 mod pool;
 mod proxy;
 pub mod ratelimit;
@@ -13,12 +14,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use kl_core::{FunctionSpec, Launch};
+use kl_core::{FunctionSpec, Launch, QuotaExceeded, RateSpec, TenantSpec};
 use kl_runtime::{Runtime, RuntimeError};
 use thiserror::Error;
 
+use admission::Ledger;
+pub use admission::Usage;
 pub use pool::InstanceStatus;
 use pool::RevisionPool;
+use ratelimit::{Limited, Rate, RateLimits};
 
 /// A ready revision the gateway can serve.
 #[derive(Debug, Clone)]
@@ -65,6 +69,12 @@ pub enum GatewayError {
     /// An instance could not be started.
     #[error("the function could not start: {0}")]
     Start(#[from] RuntimeError),
+    /// Starting an instance would exceed a tenant quota and none runs to wait for.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    /// A tenant or function rate limit refused the request.
+    #[error(transparent)]
+    RateLimited(#[from] Limited),
     /// The function did not answer within its timeout; the instance was replaced.
     #[error("the function did not respond within {0}")]
     Timeout(String),
@@ -93,6 +103,8 @@ impl Prepared {
 pub struct Gateway {
     routes: ArcSwap<HashMap<String, Arc<RevisionPool>>>,
     runtime: Arc<dyn Runtime>,
+    ledger: Arc<Ledger>,
+    rates: RateLimits,
     config: GatewayConfig,
 }
 
@@ -105,20 +117,38 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             routes: ArcSwap::from_pointee(HashMap::new()),
             runtime,
+            ledger: Arc::default(),
+            rates: RateLimits::new(),
             config,
         });
         tokio::spawn(reap_idle(Arc::downgrade(&gateway)));
         gateway
     }
 
-    /// Starts one instance of `target` to prove it serves. The result is routed with
-    /// [`Gateway::install`] or dropped with [`Prepared::discard`].
-    pub async fn prepare(&self, target: RevisionTarget) -> Result<Prepared, RuntimeError> {
-        let pool = Arc::new(RevisionPool::new(
+    /// Applies a tenant's quotas and rate limit to what runs from now on.
+    pub fn set_tenant(&self, tenant: &str, spec: &TenantSpec) {
+        self.ledger.set_quotas(tenant, spec.quotas.clone());
+        self.rates.set_tenant(tenant, spec.rate_limit.and_then(rate));
+    }
+
+    /// What a tenant's running instances hold against its quotas.
+    pub fn usage(&self, tenant: &str) -> Usage {
+        self.ledger.usage(tenant)
+    }
+
+    fn pool(&self, target: RevisionTarget) -> Arc<RevisionPool> {
+        Arc::new(RevisionPool::new(
             target,
             self.runtime.clone(),
+            self.ledger.clone(),
             self.config.clone(),
-        ));
+        ))
+    }
+
+    /// Starts one instance of `target` to prove it serves. The result is routed with
+    /// [`Gateway::install`] or dropped with [`Prepared::discard`].
+    pub async fn prepare(&self, target: RevisionTarget) -> Result<Prepared, GatewayError> {
+        let pool = self.pool(target);
         pool.warm_up().await?;
         Ok(Prepared(pool))
     }
@@ -133,12 +163,7 @@ impl Gateway {
     /// first request).
     pub fn restore(&self, target: RevisionTarget) {
         let key = route_key(&target.tenant, &target.function);
-        let pool = Arc::new(RevisionPool::new(
-            target,
-            self.runtime.clone(),
-            self.config.clone(),
-        ));
-        self.swap_route(&key, Some(pool));
+        self.swap_route(&key, Some(self.pool(target)));
     }
 
     /// Whether the routed revision of a function is public; `None` when not routed.
@@ -155,6 +180,10 @@ impl Gateway {
     }
 
     fn swap_route(&self, key: &str, pool: Option<Arc<RevisionPool>>) {
+        let (tenant, function) = key.split_once('/').expect("route keys are tenant/function");
+        let function_rate = pool.as_ref().and_then(|p| p.target.spec.rate_limit);
+        self.rates
+            .set_function(tenant, function, function_rate.and_then(rate));
         let mut old = None;
         self.routes.rcu(|routes| {
             let mut next = HashMap::clone(routes);
@@ -182,6 +211,7 @@ impl Gateway {
             .get(&route_key(tenant, function))
             .cloned()
             .ok_or_else(|| GatewayError::NoRoute(function.to_owned()))?;
+        self.rates.check(tenant, function)?;
         pool.invoke(call).await
     }
 
@@ -201,6 +231,10 @@ impl Gateway {
         }
         self.runtime.stop_all(self.config.stop_grace).await;
     }
+}
+
+fn rate(spec: RateSpec) -> Option<Rate> {
+    Rate::new(spec.per_second, spec.burst())
 }
 
 /// Stops instances idle for longer than the idle timeout, until the gateway is dropped.

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kl_runtime::{Instance, Runtime, RuntimeError, StartRequest};
+use kl_runtime::{Instance, Runtime, StartRequest};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::admission::{Ledger, Reservation};
 use crate::proxy::Connections;
 use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
 
@@ -20,6 +21,8 @@ pub(crate) struct Slot {
     pub(crate) conns: Connections,
     /// Set when the gateway gave up on the instance (timeout, protocol error).
     dead: AtomicBool,
+    /// The instance's share of its tenant's quotas, held until the slot is gone.
+    _share: Reservation,
 }
 
 impl Slot {
@@ -60,6 +63,7 @@ pub struct InstanceStatus {
 pub(crate) struct RevisionPool {
     pub(crate) target: RevisionTarget,
     runtime: Arc<dyn Runtime>,
+    ledger: Arc<Ledger>,
     config: GatewayConfig,
     state: Mutex<PoolState>,
     changed: Notify,
@@ -91,11 +95,13 @@ impl RevisionPool {
     pub(crate) fn new(
         target: RevisionTarget,
         runtime: Arc<dyn Runtime>,
+        ledger: Arc<Ledger>,
         config: GatewayConfig,
     ) -> RevisionPool {
         RevisionPool {
             target,
             runtime,
+            ledger,
             config,
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
@@ -112,11 +118,19 @@ impl RevisionPool {
         }
     }
 
+    /// Reserves one instance's share of the tenant's quotas.
+    fn reserve(&self) -> Result<Reservation, kl_core::QuotaExceeded> {
+        let spec = &self.target.spec;
+        self.ledger
+            .reserve(&self.target.tenant, spec.cpu_millis, spec.memory_bytes)
+    }
+
     /// Starts one idle instance (the readiness check of a new revision).
-    pub(crate) async fn warm_up(&self) -> Result<(), RuntimeError> {
+    pub(crate) async fn warm_up(&self) -> Result<(), GatewayError> {
+        let share = self.reserve()?;
         let instance = self.runtime.start(self.start_request()).await?;
         self.state.lock().expect("pool lock").entries.push(Entry {
-            slot: new_slot(instance),
+            slot: new_slot(instance, share),
             in_flight: 0,
             last_used: Instant::now(),
         });
@@ -175,13 +189,19 @@ impl RevisionPool {
                 // A starting instance with several slots will take this request too.
                 let covered = state.starting > 0 && limit > 1;
                 let may_start = !state.retired && total < self.target.spec.max_scale && !covered;
-                if may_start {
-                    state.starting += 1;
+                match may_start.then(|| self.reserve()) {
+                    Some(Ok(share)) => {
+                        state.starting += 1;
+                        Some(share)
+                    }
+                    // Nothing runs that could free a slot: waiting cannot help.
+                    Some(Err(exceeded)) if total == 0 => return Err(exceeded.into()),
+                    // At the quota: wait for a slot on the instances that run.
+                    Some(Err(_)) | None => None,
                 }
-                may_start
             };
-            if start {
-                return self.start_for_request().await.map(|lease| (lease, true));
+            if let Some(share) = start {
+                return self.start_for_request(share).await.map(|lease| (lease, true));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let instances = self.state.lock().expect("pool lock").entries.len();
@@ -193,7 +213,7 @@ impl RevisionPool {
         }
     }
 
-    async fn start_for_request(&self) -> Result<Lease<'_>, GatewayError> {
+    async fn start_for_request(&self, share: Reservation) -> Result<Lease<'_>, GatewayError> {
         let started = self.runtime.start(self.start_request()).await;
         let mut state = self.state.lock().expect("pool lock");
         state.starting -= 1;
@@ -203,7 +223,7 @@ impl RevisionPool {
                 Err(GatewayError::NoRoute(self.target.function.clone()))
             }
             Ok(instance) => {
-                let slot = new_slot(instance);
+                let slot = new_slot(instance, share);
                 state.entries.push(Entry {
                     slot: slot.clone(),
                     in_flight: 1,
@@ -300,11 +320,12 @@ impl RevisionPool {
     }
 }
 
-fn new_slot(instance: Arc<Instance>) -> Arc<Slot> {
+fn new_slot(instance: Arc<Instance>, share: Reservation) -> Arc<Slot> {
     Arc::new(Slot {
         instance,
         conns: Connections::default(),
         dead: AtomicBool::new(false),
+        _share: share,
     })
 }
 

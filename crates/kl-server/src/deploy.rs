@@ -44,7 +44,7 @@ pub(crate) async fn upload(
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let principal = state.authorize(&caller, Action::Deploy, Some(&tenant)).await?;
     validate_function_name(&function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
-    state.require_tenant(&tenant).await?;
+    let (tenant_spec, limits) = state.tenant_limits(&tenant).await?;
     let settings: FunctionSettings = match &query.options {
         Some(json) => serde_json::from_str(json).map_err(|e| {
             ApiError::bad_request("InvalidOptions", format!("deploy options are invalid: {e}"))
@@ -59,17 +59,26 @@ pub(crate) async fn upload(
     unpack(&state, archive.clone(), &staging).await?;
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
-    state.builder.resolve(&root, &settings)?;
-    let quotas = state.store.tenant(&tenant).await?.spec.quotas;
+    state.builder.resolve(&root, &settings, &limits)?;
     let claim = state
         .tenant_builds
-        .claim(&tenant, Some(quotas.concurrent_builds))?;
+        .claim(&tenant, Some(tenant_spec.quotas.concurrent_builds))?;
+    let source_bytes = archive.len() as u64;
     let key = format!("sources/{tenant}/{function}/{digest}.archive");
-    state.objects.put(&key.as_str().into(), archive.into()).await?;
+    // The revision first: it admits the functions and storage quotas, and a refused deploy
+    // must store nothing.
     let rev = state
         .store
-        .create_revision(&tenant, &function, &settings, &key, &digest)
+        .create_revision(&tenant, &function, &settings, &key, &digest, source_bytes)
         .await?;
+    if let Err(e) = state.objects.put(&key.as_str().into(), archive.into()).await {
+        let message = format!("could not store the source: {e}");
+        let _ = state
+            .store
+            .finish_revision(&tenant, &function, rev.number, Err(&message), 0)
+            .await;
+        return Err(ApiError::internal(message));
+    }
     tracing::info!(%tenant, %function, revision = %rev.name(), token = %principal.token_id, "deploy accepted");
     let accepted = DeployAccepted {
         tenant,
@@ -207,11 +216,13 @@ async fn build_and_promote(
     };
     let out = state.layout.artifact(&rev.tenant, &rev.function, rev.number);
     let _ = tokio::fs::remove_dir_all(&out).await;
+    let (_, limits) = state.tenant_limits(&rev.tenant).await.map_err(|e| e.message)?;
     let input = BuildInput {
         source: staging.path(),
         out: &out,
         settings: &rev.settings,
         source_digest: &rev.source_digest,
+        limits: &limits,
         log,
     };
     let limit = state.config.build_timeout;

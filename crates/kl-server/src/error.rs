@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `Retry-After` seconds, for 429 and 503 (1 unless the refusal knows better).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -44,7 +47,8 @@ impl IntoResponse for ApiError {
         let retry = matches!(
             self.status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        );
+        )
+        .then(|| self.retry_after_secs.unwrap_or(1));
         let body = Json(ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
@@ -52,10 +56,10 @@ impl IntoResponse for ApiError {
             },
         });
         let mut response = (self.status, body).into_response();
-        if retry {
+        if let Some(secs) = retry {
             response
                 .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
     }
@@ -108,6 +112,7 @@ impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> ApiError {
         use GatewayError as G;
         let (status, code) = match &e {
+            G::Quota(_) | G::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RateLimited"),
             G::NoRoute(_) => (StatusCode::NOT_FOUND, "FunctionNotReady"),
             G::NoCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "NoCapacity"),
             G::Start(_) => (StatusCode::BAD_GATEWAY, "FunctionStartFailed"),
@@ -116,7 +121,17 @@ impl From<GatewayError> for ApiError {
             G::ResponseTooLarge(_) => (StatusCode::BAD_GATEWAY, "ResponseTooLarge"),
             G::Upstream(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
         };
-        ApiError::new(status, code, e.to_string())
+        let retry_after_secs = match &e {
+            G::RateLimited(limited) => Some(limited.retry_after_secs()),
+            _ => None,
+        };
+        if let G::Quota(q) = e {
+            return q.into();
+        }
+        ApiError {
+            retry_after_secs,
+            ..ApiError::new(status, code, e.to_string())
+        }
     }
 }
 

@@ -96,7 +96,6 @@ impl Server {
         );
         let builder = Builder::new(BuilderConfig {
             cache_dir: layout.cache.clone(),
-            limits: config.spec_limits.clone(),
         });
         let listener = TcpListener::bind(config.listen)
             .await
@@ -117,6 +116,9 @@ impl Server {
             layout,
             config,
         });
+        for tenant in state.store.tenants().await? {
+            state.gateway.set_tenant(&tenant.name, &tenant.spec);
+        }
         deploy::restore(&state).await?;
         Ok(Server { listener, state })
     }

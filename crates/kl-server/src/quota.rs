@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kl_core::{QuotaExceeded, admit};
+use kl_core::{Quota, QuotaExceeded, admit};
 
 /// Builds queued or running, by tenant.
 #[derive(Debug, Clone, Default)]
@@ -23,7 +23,7 @@ impl TenantBuilds {
         let mut counts = self.0.lock().expect("build counts lock");
         let used = counts.get(tenant).copied().unwrap_or(0);
         if let Some(limit) = limit {
-            admit(tenant, "concurrent builds", used, limit.into())?;
+            admit(tenant, Quota::ConcurrentBuilds, used, 1, limit.into())?;
         }
         counts.insert(tenant.to_owned(), used + 1);
         Ok(BuildClaim {

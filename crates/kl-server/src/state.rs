@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kl_build::Builder;
+use kl_core::{SpecLimits, TenantSpec};
 use kl_events::EventBus;
 use kl_gateway::Gateway;
 use kl_store::Store;
@@ -30,6 +31,24 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// Refuses a tenant spec the platform cannot honour (limits outside its own).
+    pub fn check_spec(&self, spec: &TenantSpec) -> Result<(), ApiError> {
+        spec.limits
+            .apply_to(&self.config.spec_limits)
+            .map(drop)
+            .map_err(|e| ApiError::bad_request("InvalidSpec", e.to_string()))
+    }
+
+    /// A tenant's spec and the per-instance limits it resolves functions with.
+    pub async fn tenant_limits(&self, tenant: &str) -> Result<(TenantSpec, SpecLimits), ApiError> {
+        let spec = self.store.tenant(tenant).await?.spec;
+        let limits = spec
+            .limits
+            .apply_to(&self.config.spec_limits)
+            .map_err(|e| ApiError::bad_request("InvalidSpec", e.to_string()))?;
+        Ok((spec, limits))
+    }
+
     /// 404 unless the tenant exists.
     pub async fn require_tenant(&self, tenant: &str) -> Result<(), ApiError> {
         if self.store.tenant_exists(tenant).await? {

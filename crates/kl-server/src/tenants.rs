@@ -10,7 +10,7 @@ use kl_api::{
     AuditEntry, AuditList, CreateTenant, CreateToken, TenantList, TenantUsage, TenantView, TokenCreated,
     TokenList, TokenView,
 };
-use kl_core::{Action, Role, TenantSpec, parse_duration, validate_tenant_name};
+use kl_core::{Action, ByteQuantity, CpuQuantity, Role, TenantSpec, parse_duration, validate_tenant_name};
 use kl_store::{TenantRecord, TokenRecord};
 use serde::Deserialize;
 
@@ -19,10 +19,15 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 async fn tenant_view(state: &AppState, t: TenantRecord) -> Result<TenantView, ApiError> {
+    let running = state.gateway.usage(&t.name);
     Ok(TenantView {
         usage: TenantUsage {
             functions: state.store.function_count(&t.name).await?,
+            instances: running.instances,
+            cpu: CpuQuantity(running.cpu_millis),
+            memory: ByteQuantity(running.memory_bytes),
             builds: state.tenant_builds.running(&t.name),
+            storage: ByteQuantity(state.store.stored_bytes(&t.name).await?),
         },
         name: t.name,
         spec: t.spec,
@@ -38,7 +43,9 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     let principal = state.authorize(&caller, Action::ManageTenants, None).await?;
     validate_tenant_name(&body.name).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
+    state.check_spec(&body.spec)?;
     let record = state.store.create_tenant(&body.name, &body.spec).await?;
+    state.gateway.set_tenant(&record.name, &record.spec);
     tracing::info!(tenant = %body.name, token = %principal.token_id, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant_view(&state, record).await?)))
 }
@@ -91,7 +98,9 @@ pub(crate) async fn update(
     let principal = state
         .authorize(&caller, Action::ManageTenants, Some(&tenant))
         .await?;
+    state.check_spec(&spec)?;
     let record = state.store.update_tenant(&tenant, &spec).await?;
+    state.gateway.set_tenant(&record.name, &record.spec);
     tracing::info!(%tenant, token = %principal.token_id, "tenant updated");
     Ok(Json(tenant_view(&state, record).await?))
 }

@@ -16,3 +16,11 @@ CREATE TABLE audit (
     path TEXT NOT NULL,
     outcome TEXT NOT NULL
 );
+
+-- Each tenant's instances run as their own unprivileged uid (the sandbox), fixed at creation.
+ALTER TABLE tenants ADD COLUMN uid INTEGER;
+UPDATE tenants SET uid = 100000 + rowid;
+CREATE UNIQUE INDEX tenants_uid ON tenants (uid);
+
+-- Uploaded source bytes per revision: the storage quota.
+ALTER TABLE revisions ADD COLUMN source_bytes INTEGER NOT NULL DEFAULT 0;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kl_core::{FunctionSettings, FunctionSpec, QuotaExceeded, TenantSpec, admit};
+use kl_core::{FunctionSettings, FunctionSpec, Quota, QuotaExceeded, TenantSpec, admit};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -47,6 +47,13 @@ pub enum StoreError {
 }
 
 /// Column list of revision queries; a macro so `concat!` keeps the SQL a `&'static str`.
+/// The uid a new tenant's instances run as: one past the highest in use.
+macro_rules! next_uid {
+    () => {
+        "(SELECT COALESCE(MAX(uid), 100000) + 1 FROM tenants)"
+    };
+}
+
 macro_rules! revision_select {
     () => {
         "SELECT tenant, function, number, status, settings, spec, source_key, source_digest, \
@@ -89,11 +96,15 @@ impl Store {
 
     /// Creates the tenant unless it exists; returns whether it was created.
     pub async fn ensure_tenant(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(name)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(concat!(
+            "INSERT INTO tenants (name, created_at, uid) VALUES (?, ?, ",
+            next_uid!(),
+            ") ON CONFLICT DO NOTHING"
+        ))
+        .bind(name)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -107,9 +118,11 @@ impl Store {
 
     /// Creates a tenant; `Conflict` if the name is taken.
     pub async fn create_tenant(&self, name: &str, spec: &TenantSpec) -> Result<TenantRecord> {
-        let done = sqlx::query(
-            "INSERT INTO tenants (name, spec, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
+        let done = sqlx::query(concat!(
+            "INSERT INTO tenants (name, spec, created_at, uid) VALUES (?, ?, ?, ",
+            next_uid!(),
+            ") ON CONFLICT DO NOTHING"
+        ))
         .bind(name)
         .bind(serde_json::to_string(spec).expect("tenant spec serializes"))
         .bind(now())
@@ -122,7 +135,7 @@ impl Store {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
-        let row = sqlx::query("SELECT name, spec, created_at FROM tenants WHERE name = ?")
+        let row = sqlx::query("SELECT name, spec, created_at, uid FROM tenants WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -131,7 +144,7 @@ impl Store {
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
-        let rows = sqlx::query("SELECT name, spec, created_at FROM tenants ORDER BY name")
+        let rows = sqlx::query("SELECT name, spec, created_at, uid FROM tenants ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(tenant_from_row).collect()
@@ -179,6 +192,16 @@ impl Store {
             .bind(tenant)
             .fetch_one(&self.pool)
             .await?;
+        Ok(n as u64)
+    }
+
+    /// Bytes of uploaded source a tenant keeps (the storage quota).
+    pub async fn stored_bytes(&self, tenant: &str) -> Result<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(source_bytes), 0) FROM revisions WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n as u64)
     }
 
@@ -284,6 +307,7 @@ impl Store {
         settings: &FunctionSettings,
         source_key: &str,
         source_digest: &str,
+        source_bytes: u64,
     ) -> Result<RevisionRecord> {
         // BEGIN IMMEDIATE takes SQLite's write lock up front, so the count below and the
         // insert are atomic: concurrent deploys cannot overshoot the functions quota.
@@ -294,22 +318,40 @@ impl Store {
             .bind(function)
             .fetch_optional(&mut *tx)
             .await?;
+        let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = ?")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant:?}")))?;
+        let spec: TenantSpec = serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
+            what: "tenant spec",
+            source,
+        })?;
         if exists.is_none() {
-            let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = ?")
-                .bind(tenant)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant:?}")))?;
-            let spec: TenantSpec = serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
-                what: "tenant spec",
-                source,
-            })?;
             let used: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
                 .bind(tenant)
                 .fetch_one(&mut *tx)
                 .await?;
-            admit(tenant, "functions", used as u64, spec.quotas.functions.into())?;
+            admit(
+                tenant,
+                Quota::Functions,
+                used as u64,
+                1,
+                spec.quotas.functions.into(),
+            )?;
         }
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(source_bytes), 0) FROM revisions WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+        admit(
+            tenant,
+            Quota::Storage,
+            stored as u64,
+            source_bytes,
+            spec.quotas.storage.0,
+        )?;
         sqlx::query(
             "INSERT INTO functions (tenant, name, created_at, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (tenant, name) DO UPDATE SET updated_at = excluded.updated_at",
@@ -330,8 +372,8 @@ impl Store {
         .await?;
         let settings_json = serde_json::to_string(settings).expect("settings serialize");
         sqlx::query(
-            "INSERT INTO revisions (tenant, function, number, status, settings, source_key, source_digest, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO revisions (tenant, function, number, status, settings, source_key, source_digest, \
+             source_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant)
         .bind(function)
@@ -340,6 +382,7 @@ impl Store {
         .bind(settings_json)
         .bind(source_key)
         .bind(source_digest)
+        .bind(source_bytes as i64)
         .bind(&now)
         .execute(&mut *tx)
         .await?;
@@ -523,6 +566,7 @@ fn tenant_from_row(r: &SqliteRow) -> Result<TenantRecord> {
             source,
         })?,
         created_at: parse_time(r.try_get("created_at")?),
+        uid: r.try_get::<i64, _>("uid")? as u32,
     })
 }
 

@@ -101,6 +101,8 @@ pub struct TenantRecord {
     pub name: String,
     pub spec: TenantSpec,
     pub created_at: DateTime<Utc>,
+    /// The unprivileged uid (and gid) its instances run as.
+    pub uid: u32,
 }
 
 /// One denied attempt.

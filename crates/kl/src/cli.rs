@@ -112,6 +112,9 @@ pub struct DeployArgs {
     /// Memory per instance, e.g. 256Mi.
     #[arg(long)]
     pub memory: Option<String>,
+    /// CPU per instance, e.g. 250m or 1.
+    #[arg(long)]
+    pub cpu: Option<String>,
     /// Request timeout, e.g. 30s.
     #[arg(long)]
     pub timeout: Option<String>,

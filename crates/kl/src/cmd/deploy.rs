@@ -28,10 +28,12 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         handler: args.handler.clone(),
         env: args.env.iter().cloned().collect(),
         memory: args.memory.clone(),
+        cpu: args.cpu.clone(),
         timeout: args.timeout.clone(),
         concurrency: args.concurrency,
         max_scale: args.max_scale,
         public: args.public.then_some(true),
+        rate_limit: None,
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     progress.status(&format!(

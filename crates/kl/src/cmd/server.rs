@@ -131,6 +131,7 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             handler: None,
             env: Vec::new(),
             memory: None,
+            cpu: None,
             timeout: None,
             concurrency: None,
             max_scale: None,
