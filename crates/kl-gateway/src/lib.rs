@@ -2,6 +2,7 @@
 //! on demand, enforces each instance's concurrency limit and the function timeout, and
 //! replaces instances that crash or hang.
 
+pub mod egress;
 mod pool;
 mod proxy;
 pub mod ratelimit;
