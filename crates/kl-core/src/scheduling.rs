@@ -692,6 +692,9 @@ mod tests {
     }
 
     proptest! {
+        // About one case in seven needs preemption; run enough to see many of them.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
         #[test]
         fn admission_never_exceeds_capacity(capacity in capacity(), node in any_node(), request in any_request()) {
             let admission = plan_admission(capacity, &node, &request);
