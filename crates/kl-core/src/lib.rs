@@ -4,6 +4,7 @@ pub mod access;
 pub mod launch;
 pub mod name;
 pub mod quantity;
+pub mod scheduling;
 pub mod spec;
 pub mod tenant;
 
@@ -13,6 +14,10 @@ pub use name::{NameError, validate_function_name, validate_tenant_name};
 pub use quantity::{
     ByteQuantity, CpuQuantity, QuantityError, format_cpu, format_duration, format_memory, parse_cpu,
     parse_duration, parse_memory,
+};
+pub use scheduling::{
+    Admission, NoCapacity, PriorityClass, PriorityError, Request, Resources, Running, drf_order,
+    plan_admission,
 };
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
 pub use tenant::{InstanceLimits, LimitsError, Quota, QuotaExceeded, Quotas, RateSpec, TenantSpec, admit};

@@ -3,6 +3,7 @@
 //! replaces instances that crash or hang.
 
 mod admission;
+pub mod egress;
 mod pool;
 mod proxy;
 pub mod ratelimit;
