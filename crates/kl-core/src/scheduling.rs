@@ -14,12 +14,13 @@ use crate::quantity::format_memory;
 
 /// How much a workload matters when capacity runs short. Ordered lowest first, so `>` reads
 /// "has priority over".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PriorityClass {
     /// Runs on spare capacity only: never preempts, first to be preempted.
     BestEffort,
     Low,
+    #[default]
     Medium,
     High,
 }

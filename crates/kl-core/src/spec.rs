@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::quantity::{
     QuantityError, format_cpu, format_duration, format_memory, parse_cpu, parse_duration, parse_memory,
 };
+use crate::scheduling::{PriorityClass, PriorityError};
 use crate::tenant::RateSpec;
 
 /// A language runtime a function can be written in.
@@ -101,6 +102,9 @@ pub struct FunctionSettings {
     /// Invocations per second of this function, within the tenant's rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateSpec>,
+    /// Priority class, at most the tenant's (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<PriorityClass>,
 }
 
 impl FunctionSettings {
@@ -119,6 +123,7 @@ impl FunctionSettings {
             max_scale: top.max_scale.or(self.max_scale),
             public: top.public.or(self.public),
             rate_limit: top.rate_limit.or(self.rate_limit),
+            priority: top.priority.or(self.priority),
         }
     }
 
@@ -188,6 +193,7 @@ impl FunctionSettings {
             public: self.public.unwrap_or(false),
             cpu_millis,
             rate_limit: self.rate_limit,
+            priority: PriorityClass::effective(limits.max_priority, self.priority)?,
         })
     }
 }
@@ -219,6 +225,8 @@ pub struct SpecLimits {
     pub max_concurrency: u32,
     pub default_max_scale: u32,
     pub max_max_scale: u32,
+    /// The highest priority class a function may take (its tenant's).
+    pub max_priority: PriorityClass,
 }
 
 impl Default for SpecLimits {
@@ -235,6 +243,7 @@ impl Default for SpecLimits {
             max_concurrency: 1000,
             default_max_scale: 10,
             max_max_scale: 1000,
+            max_priority: PriorityClass::High,
         }
     }
 }
@@ -256,6 +265,8 @@ pub struct FunctionSpec {
     pub cpu_millis: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateSpec>,
+    #[serde(default)]
+    pub priority: PriorityClass,
 }
 
 fn default_cpu_millis() -> u64 {
@@ -284,6 +295,9 @@ pub enum SpecError {
         "environment variable {0:?} is invalid: use letters, digits and '_', not starting with a digit, and not the reserved KL_ prefix"
     )]
     InvalidEnvName(String),
+    /// The priority class is above the tenant's.
+    #[error(transparent)]
+    Priority(#[from] PriorityError),
     /// The handler does not fit the runtime's form.
     #[error("handler {handler:?} is invalid for {runtime}: {hint}")]
     InvalidHandler {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::quantity::{ByteQuantity, CpuQuantity};
+use crate::scheduling::PriorityClass;
 use crate::spec::SpecLimits;
 
 /// Limits on what one tenant may hold or run at once. Absent fields take the defaults.
@@ -180,9 +181,13 @@ impl RateSpec {
 }
 
 /// A tenant's settings, as stored and as written in `kl apply` files.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct TenantSpec {
+    /// The highest class its functions may use, and their default.
+    pub priority: PriorityClass,
+    /// Its weight in the fair share of capacity and build slots within its class.
+    pub weight: u32,
     pub quotas: Quotas,
     /// Per-instance defaults and bounds.
     pub limits: InstanceLimits,
@@ -191,6 +196,29 @@ pub struct TenantSpec {
     pub rate_limit: Option<RateSpec>,
     /// Hosts its functions may reach through the egress proxy; empty denies all egress.
     pub egress: Vec<String>,
+}
+
+impl Default for TenantSpec {
+    fn default() -> TenantSpec {
+        TenantSpec {
+            priority: PriorityClass::default(),
+            weight: 1,
+            quotas: Quotas::default(),
+            limits: InstanceLimits::default(),
+            rate_limit: None,
+            egress: Vec::new(),
+        }
+    }
+}
+
+impl TenantSpec {
+    /// The bounds its functions resolve with: the platform's, narrowed by its instance limits
+    /// and capped at its priority class.
+    pub fn spec_limits(&self, platform: &SpecLimits) -> Result<SpecLimits, LimitsError> {
+        let mut limits = self.limits.apply_to(platform)?;
+        limits.max_priority = limits.max_priority.min(self.priority);
+        Ok(limits)
+    }
 }
 
 /// The quotas admission checks.

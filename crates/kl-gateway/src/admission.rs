@@ -1,11 +1,19 @@
-//! The running-instance quotas (instances, CPU, memory per tenant), admitted atomically:
-//! every instance start reserves its share under one lock, so concurrent scale-ups can never
-//! overshoot, and the share returns when the instance's slot is gone.
+//! Admission of instance starts. Tenant quotas (instances, CPU, memory) and the node's
+//! capacity are checked under one lock, so concurrent scale-ups can never overshoot either.
+//! When the node is full, a start of a higher priority class preempts instances of lower
+//! classes (the victims chosen by [`kl_core::plan_admission`]); a victim's share is returned at
+//! once and its instance killed. A reservation's share returns when it is dropped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use kl_core::{Quota, QuotaExceeded, Quotas, admit};
+use kl_core::{
+    Admission, NoCapacity, PriorityClass, Quota, QuotaExceeded, Quotas, Request, Resources, Running, admit,
+    plan_admission,
+};
+use kl_runtime::Instance;
+use thiserror::Error;
 
 /// What one tenant's running instances hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,79 +23,215 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
-#[derive(Debug, Default)]
-struct TenantEntry {
-    quotas: Quotas,
-    usage: Usage,
+/// Why an instance may not start now.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    #[error(transparent)]
+    NoCapacity(#[from] NoCapacity),
 }
 
-/// Quotas and usage of every tenant.
+/// A running instance's link to the ledger: its load (for choosing idle victims first) and
+/// its eviction.
+#[derive(Debug, Default)]
+pub(crate) struct Handle {
+    in_flight: AtomicU32,
+    evicted: AtomicBool,
+    instance: OnceLock<Arc<Instance>>,
+}
+
+impl Handle {
+    /// Records the instance once it runs; kills it at once if it was preempted meanwhile.
+    pub(crate) fn attach(&self, instance: Arc<Instance>) {
+        let instance = self.instance.get_or_init(|| instance);
+        if self.is_evicted() {
+            instance.kill();
+        }
+    }
+
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn busy(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        if let Some(instance) = self.instance.get() {
+            instance.kill();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    tenant: String,
+    class: PriorityClass,
+    resources: Resources,
+    seq: u64,
+    handle: Arc<Handle>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    quotas: HashMap<String, Quotas>,
+    usage: HashMap<String, Usage>,
+    held: HashMap<u64, Held>,
+    next_seq: u64,
+}
+
+impl State {
+    fn release(&mut self, id: u64) -> Option<Held> {
+        let held = self.held.remove(&id)?;
+        if let Some(u) = self.usage.get_mut(&held.tenant) {
+            u.instances -= 1;
+            u.cpu_millis -= held.resources.cpu_millis;
+            u.memory_bytes -= held.resources.memory_bytes;
+        }
+        Some(held)
+    }
+}
+
+/// Quotas and usage of every tenant, and the node's capacity.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    tenants: Mutex<HashMap<String, TenantEntry>>,
+    /// The node's capacity; unlimited when absent.
+    capacity: Option<Resources>,
+    state: Mutex<State>,
 }
 
-/// A running instance's share of its tenant's quotas; returned when dropped.
+/// A running instance's share of its tenant's quotas and of the node.
 #[derive(Debug)]
 pub struct Reservation {
     ledger: Arc<Ledger>,
-    tenant: String,
-    cpu_millis: u64,
-    memory_bytes: u64,
+    id: u64,
+    pub(crate) handle: Arc<Handle>,
 }
 
 impl Ledger {
+    pub fn new(capacity: Option<Resources>) -> Ledger {
+        Ledger {
+            capacity,
+            state: Mutex::default(),
+        }
+    }
+
     /// Sets a tenant's quotas; usage carries over, so lowering a quota below the current use
     /// refuses new instances without stopping running ones.
     pub fn set_quotas(&self, tenant: &str, quotas: Quotas) {
-        self.lock().entry(tenant.to_owned()).or_default().quotas = quotas;
+        self.lock().quotas.insert(tenant.to_owned(), quotas);
     }
 
     /// What a tenant's running instances hold.
     pub fn usage(&self, tenant: &str) -> Usage {
-        self.lock().get(tenant).map(|e| e.usage).unwrap_or_default()
+        self.lock().usage.get(tenant).copied().unwrap_or_default()
     }
 
-    /// Reserves one instance of `cpu_millis` and `memory_bytes`, or names the quota it would
-    /// exceed. Tenants never configured get the default quotas.
+    /// Reserves one instance of `class` holding `resources`: within the tenant's quotas (the
+    /// defaults for tenants never configured) and the node's capacity, preempting lower
+    /// classes when the node is full.
     pub fn reserve(
         self: &Arc<Self>,
         tenant: &str,
-        cpu_millis: u64,
-        memory_bytes: u64,
-    ) -> Result<Reservation, QuotaExceeded> {
-        let mut tenants = self.lock();
-        let entry = tenants.entry(tenant.to_owned()).or_default();
-        let (q, u) = (&entry.quotas, entry.usage);
-        admit(tenant, Quota::Instances, u.instances, 1, q.instances.into())?;
-        admit(tenant, Quota::Cpu, u.cpu_millis, cpu_millis, q.cpu.0)?;
-        admit(tenant, Quota::Memory, u.memory_bytes, memory_bytes, q.memory.0)?;
-        entry.usage = Usage {
-            instances: u.instances + 1,
-            cpu_millis: u.cpu_millis + cpu_millis,
-            memory_bytes: u.memory_bytes + memory_bytes,
-        };
+        class: PriorityClass,
+        resources: Resources,
+    ) -> Result<Reservation, Refusal> {
+        let mut state = self.lock();
+        let quotas = state.quotas.get(tenant).cloned().unwrap_or_default();
+        let u = state.usage.get(tenant).copied().unwrap_or_default();
+        admit(tenant, Quota::Instances, u.instances, 1, quotas.instances.into())?;
+        admit(
+            tenant,
+            Quota::Cpu,
+            u.cpu_millis,
+            resources.cpu_millis,
+            quotas.cpu.0,
+        )?;
+        admit(
+            tenant,
+            Quota::Memory,
+            u.memory_bytes,
+            resources.memory_bytes,
+            quotas.memory.0,
+        )?;
+        if let Some(capacity) = self.capacity {
+            let running: Vec<Running> = state
+                .held
+                .iter()
+                .map(|(id, h)| Running {
+                    id: id.to_string(),
+                    tenant: h.tenant.clone(),
+                    class: h.class,
+                    resources: h.resources,
+                    idle: h.handle.in_flight.load(Ordering::Acquire) == 0,
+                    started_seq: h.seq,
+                })
+                .collect();
+            let request = Request {
+                tenant: tenant.to_owned(),
+                class,
+                resources,
+            };
+            match plan_admission(capacity, &running, &request) {
+                Admission::Admit => {}
+                Admission::Preempt(victims) => {
+                    for victim in victims {
+                        let id = victim.parse().expect("victim ids are ledger ids");
+                        if let Some(held) = state.release(id) {
+                            tracing::warn!(
+                                victim_tenant = %held.tenant,
+                                victim_class = %held.class,
+                                %tenant,
+                                %class,
+                                "preempting an instance to make room"
+                            );
+                            held.handle.evict();
+                        }
+                    }
+                }
+                Admission::Reject { reason } => return Err(reason.into()),
+            }
+        }
+        let id = state.next_seq;
+        state.next_seq += 1;
+        let handle = Arc::new(Handle::default());
+        state.held.insert(
+            id,
+            Held {
+                tenant: tenant.to_owned(),
+                class,
+                resources,
+                seq: id,
+                handle: handle.clone(),
+            },
+        );
+        let usage = state.usage.entry(tenant.to_owned()).or_default();
+        usage.instances += 1;
+        usage.cpu_millis += resources.cpu_millis;
+        usage.memory_bytes += resources.memory_bytes;
         Ok(Reservation {
             ledger: self.clone(),
-            tenant: tenant.to_owned(),
-            cpu_millis,
-            memory_bytes,
+            id,
+            handle,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantEntry>> {
-        self.tenants.lock().expect("ledger lock")
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("ledger lock")
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(entry) = self.ledger.lock().get_mut(&self.tenant) {
-            let u = &mut entry.usage;
-            u.instances -= 1;
-            u.cpu_millis -= self.cpu_millis;
-            u.memory_bytes -= self.memory_bytes;
-        }
+        // A preempted reservation was already released.
+        self.ledger.lock().release(self.id);
     }
 }
 
@@ -97,6 +241,25 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn res(cpu_millis: u64, memory_bytes: u64) -> Resources {
+        Resources {
+            cpu_millis,
+            memory_bytes,
+        }
+    }
+
+    /// Reserves at the default class.
+    fn take(l: &Arc<Ledger>, tenant: &str, cpu: u64, memory: u64) -> Result<Reservation, Refusal> {
+        l.reserve(tenant, PriorityClass::Medium, res(cpu, memory))
+    }
+
+    fn quota_of(refusal: Refusal) -> Quota {
+        match refusal {
+            Refusal::Quota(q) => q.quota,
+            other => panic!("expected a quota refusal, got {other}"),
+        }
+    }
 
     fn ledger(instances: u32, cpu: u64, memory: u64) -> Arc<Ledger> {
         let ledger = Arc::new(Ledger::default());
@@ -115,16 +278,16 @@ mod tests {
     #[test]
     fn each_quota_refuses_by_name_and_dropping_returns_the_share() {
         let l = ledger(2, 1000, 1 << 30);
-        let a = l.reserve("t", 500, 256 << 20).unwrap();
-        let b = l.reserve("t", 500, 256 << 20).unwrap();
-        assert_eq!(l.reserve("t", 1, 1).unwrap_err().quota, Quota::Instances);
+        let a = take(&l, "t", 500, 256 << 20).unwrap();
+        let b = take(&l, "t", 500, 256 << 20).unwrap();
+        assert_eq!(quota_of(take(&l, "t", 1, 1).unwrap_err()), Quota::Instances);
         drop(b);
-        assert_eq!(l.reserve("t", 600, 1).unwrap_err().quota, Quota::Cpu);
-        assert_eq!(l.reserve("t", 100, 1 << 30).unwrap_err().quota, Quota::Memory);
+        assert_eq!(quota_of(take(&l, "t", 600, 1).unwrap_err()), Quota::Cpu);
+        assert_eq!(quota_of(take(&l, "t", 100, 1 << 30).unwrap_err()), Quota::Memory);
         drop(a);
         assert_eq!(l.usage("t"), Usage::default());
         assert!(
-            l.reserve("other", 100, 1 << 20).is_ok(),
+            take(&l, "other", 100, 1 << 20).is_ok(),
             "tenants do not share quotas"
         );
     }
@@ -132,8 +295,8 @@ mod tests {
     #[test]
     fn lowering_a_quota_keeps_running_instances_but_admits_no_more() {
         let l = ledger(3, 4000, 4 << 30);
-        let _a = l.reserve("t", 100, 1 << 20).unwrap();
-        let _b = l.reserve("t", 100, 1 << 20).unwrap();
+        let _a = take(&l, "t", 100, 1 << 20).unwrap();
+        let _b = take(&l, "t", 100, 1 << 20).unwrap();
         l.set_quotas(
             "t",
             Quotas {
@@ -142,7 +305,9 @@ mod tests {
             },
         );
         assert_eq!(l.usage("t").instances, 2);
-        let err = l.reserve("t", 100, 1 << 20).unwrap_err();
+        let Refusal::Quota(err) = take(&l, "t", 100, 1 << 20).unwrap_err() else {
+            panic!("expected a quota refusal")
+        };
         assert_eq!((err.used, err.limit), (2, 1));
     }
 
@@ -150,11 +315,59 @@ mod tests {
     fn concurrent_reservations_never_overshoot() {
         let l = ledger(5, 100_000, 1 << 40);
         let granted: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..32).map(|_| s.spawn(|| l.reserve("t", 10, 10).ok())).collect();
+            let handles: Vec<_> = (0..32).map(|_| s.spawn(|| take(&l, "t", 10, 10).ok())).collect();
             handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(granted.len(), 5);
         assert_eq!(l.usage("t").instances, 5);
+    }
+
+    fn node(cpu: u64, memory: u64) -> Arc<Ledger> {
+        Arc::new(Ledger::new(Some(res(cpu, memory))))
+    }
+
+    #[test]
+    fn a_full_node_preempts_lower_classes_idle_first_and_returns_their_share() {
+        let l = node(1000, 1 << 30);
+        let busy_low = l.reserve("a", PriorityClass::Low, res(400, 256 << 20)).unwrap();
+        busy_low.handle.busy();
+        let idle_low = l.reserve("a", PriorityClass::Low, res(400, 256 << 20)).unwrap();
+        let high = l.reserve("b", PriorityClass::High, res(400, 256 << 20)).unwrap();
+        assert!(idle_low.handle.is_evicted(), "the idle low instance goes first");
+        assert!(!busy_low.handle.is_evicted());
+        assert_eq!(l.usage("a").instances, 1, "the victim's share returned at once");
+        drop(idle_low);
+        assert_eq!(
+            l.usage("a").instances,
+            1,
+            "dropping a victim does not release twice"
+        );
+        drop((busy_low, high));
+        assert_eq!(l.usage("a"), Usage::default());
+        assert_eq!(l.usage("b"), Usage::default());
+    }
+
+    #[test]
+    fn equal_classes_and_best_effort_never_preempt() {
+        let l = node(1000, 1 << 30);
+        let _a = l.reserve("a", PriorityClass::Medium, res(800, 1 << 20)).unwrap();
+        let same = l
+            .reserve("b", PriorityClass::Medium, res(400, 1 << 20))
+            .unwrap_err();
+        assert!(matches!(same, Refusal::NoCapacity(_)), "{same}");
+        let _low = l.reserve("c", PriorityClass::Low, res(100, 1 << 20)).unwrap();
+        let be = l
+            .reserve("d", PriorityClass::BestEffort, res(200, 1 << 20))
+            .unwrap_err();
+        assert!(be.to_string().contains("best-effort work never preempts"), "{be}");
+    }
+
+    #[test]
+    fn an_instance_preempted_while_starting_is_killed_when_attached() {
+        let l = node(1000, 1 << 30);
+        let starting = l.reserve("a", PriorityClass::Low, res(1000, 1 << 20)).unwrap();
+        let _high = l.reserve("b", PriorityClass::High, res(1000, 1 << 20)).unwrap();
+        assert!(starting.handle.is_evicted());
     }
 
     proptest! {
@@ -165,7 +378,7 @@ mod tests {
             for (cpu, mem, release) in ops {
                 if release && !held.is_empty() {
                     held.remove(0);
-                } else if let Ok(r) = l.reserve("t", cpu, mem) {
+                } else if let Ok(r) = take(&l, "t", cpu, mem) {
                     held.push(r);
                 }
                 let u = l.usage("t");

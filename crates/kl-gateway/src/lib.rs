@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use kl_core::{FunctionSpec, Launch, QuotaExceeded, RateSpec, TenantSpec};
+use kl_core::{FunctionSpec, Launch, NoCapacity, QuotaExceeded, RateSpec, Resources, TenantSpec};
 use kl_runtime::{Runtime, RuntimeError};
 use thiserror::Error;
 
-use admission::Ledger;
 pub use admission::Usage;
+use admission::{Ledger, Refusal};
 pub use pool::InstanceStatus;
 use pool::RevisionPool;
 use ratelimit::{Limited, Rate, RateLimits};
@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Grace given to an instance between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// What the node's instances may hold together; unlimited when absent.
+    pub capacity: Option<Resources>,
 }
 
 /// One invocation, already authenticated and size-checked by the caller.
@@ -73,6 +75,9 @@ pub enum GatewayError {
     /// Starting an instance would exceed a tenant quota and none runs to wait for.
     #[error(transparent)]
     Quota(#[from] QuotaExceeded),
+    /// The node is full and nothing of a lower class can be preempted.
+    #[error(transparent)]
+    NodeFull(#[from] NoCapacity),
     /// A tenant or function rate limit refused the request.
     #[error(transparent)]
     RateLimited(#[from] Limited),
@@ -118,7 +123,7 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             routes: ArcSwap::from_pointee(HashMap::new()),
             runtime,
-            ledger: Arc::default(),
+            ledger: Arc::new(Ledger::new(config.capacity)),
             rates: RateLimits::new(),
             config,
         });
@@ -231,6 +236,15 @@ impl Gateway {
             pool.close();
         }
         self.runtime.stop_all(self.config.stop_grace).await;
+    }
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(refusal: Refusal) -> GatewayError {
+        match refusal {
+            Refusal::Quota(q) => GatewayError::Quota(q),
+            Refusal::NoCapacity(n) => GatewayError::NodeFull(n),
+        }
     }
 }
 

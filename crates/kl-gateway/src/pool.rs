@@ -11,7 +11,7 @@ use kl_runtime::{Instance, Runtime, StartRequest};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::admission::{Ledger, Reservation};
+use crate::admission::{Ledger, Refusal, Reservation};
 use crate::proxy::Connections;
 use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
 
@@ -21,13 +21,16 @@ pub(crate) struct Slot {
     pub(crate) conns: Connections,
     /// Set when the gateway gave up on the instance (timeout, protocol error).
     dead: AtomicBool,
-    /// The instance's share of its tenant's quotas, held until the slot is gone.
-    _share: Reservation,
+    /// The instance's share of its tenant's quotas and of the node, held until the slot is
+    /// gone.
+    share: Reservation,
 }
 
 impl Slot {
     fn alive(&self) -> bool {
-        !self.dead.load(Ordering::Relaxed) && self.instance.exit_status().is_none()
+        !self.dead.load(Ordering::Relaxed)
+            && !self.share.handle.is_evicted()
+            && self.instance.exit_status().is_none()
     }
 
     /// Kills the instance and keeps it out of rotation.
@@ -87,6 +90,7 @@ impl Drop for Lease<'_> {
             e.last_used = Instant::now();
         }
         drop(state);
+        self.slot.share.handle.done();
         self.pool.changed.notify_one();
     }
 }
@@ -118,11 +122,14 @@ impl RevisionPool {
         }
     }
 
-    /// Reserves one instance's share of the tenant's quotas.
-    fn reserve(&self) -> Result<Reservation, kl_core::QuotaExceeded> {
+    /// Reserves one instance's share of the tenant's quotas and of the node.
+    fn reserve(&self) -> Result<Reservation, Refusal> {
         let spec = &self.target.spec;
-        self.ledger
-            .reserve(&self.target.tenant, spec.cpu_millis, spec.memory_bytes)
+        let resources = kl_core::Resources {
+            cpu_millis: spec.cpu_millis,
+            memory_bytes: spec.memory_bytes,
+        };
+        self.ledger.reserve(&self.target.tenant, spec.priority, resources)
     }
 
     /// Starts one idle instance (the readiness check of a new revision).
@@ -177,6 +184,7 @@ impl RevisionPool {
                     .min_by_key(|e| e.in_flight);
                 if let Some(entry) = best {
                     entry.in_flight += 1;
+                    entry.slot.share.handle.busy();
                     return Ok((
                         Lease {
                             pool: self,
@@ -224,6 +232,7 @@ impl RevisionPool {
             }
             Ok(instance) => {
                 let slot = new_slot(instance, share);
+                slot.share.handle.busy();
                 state.entries.push(Entry {
                     slot: slot.clone(),
                     in_flight: 1,
@@ -321,11 +330,12 @@ impl RevisionPool {
 }
 
 fn new_slot(instance: Arc<Instance>, share: Reservation) -> Arc<Slot> {
+    share.handle.attach(instance.clone());
     Arc::new(Slot {
         instance,
         conns: Connections::default(),
         dead: AtomicBool::new(false),
-        _share: share,
+        share,
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kl_build::UnpackLimits;
-use kl_core::SpecLimits;
+use kl_core::{Resources, SpecLimits};
 
 /// Everything `kl server` can be told.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How long an instance may take to become ready.
     pub startup_timeout: Duration,
+    /// What all instances together may hold; starts beyond it preempt lower priority
+    /// classes or wait.
+    pub capacity: Resources,
 }
 
 impl ServerConfig {
@@ -45,7 +48,26 @@ impl ServerConfig {
             spec_limits: SpecLimits::default(),
             idle_timeout: Duration::from_secs(300),
             startup_timeout: Duration::from_secs(30),
+            capacity: node_capacity(),
         }
+    }
+}
+
+/// The default node capacity: CPU overcommitted 4× (instances rarely all run flat out, and the
+/// cgroup quota still caps each one), memory as installed (a memory limit is a hard kill).
+fn node_capacity() -> Resources {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(4 << 30);
+    Resources {
+        cpu_millis: cores * 4000,
+        memory_bytes,
     }
 }
 
@@ -68,6 +90,10 @@ impl Layout {
     }
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
+    }
+    /// The tenants' egress proxy sockets.
+    pub fn egress_dir(&self) -> PathBuf {
+        self.root.join("egress")
     }
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")

@@ -20,6 +20,7 @@ use axum::Router;
 use axum::routing::{any, get, put};
 use kl_build::{Builder, BuilderConfig};
 use kl_events::InProcessBus;
+use kl_gateway::egress::{EgressConfig, EgressProxies};
 use kl_gateway::{Gateway, GatewayConfig};
 use kl_runtime::{LocalRuntime, LocalRuntimeConfig};
 use kl_store::Store;
@@ -69,7 +70,7 @@ impl Server {
             cache: absolute(&config.cache_dir.clone().unwrap_or_else(|| root.join("cache")))?,
             root,
         };
-        for dir in [&layout.objects(), &layout.staging()] {
+        for dir in [&layout.objects(), &layout.staging(), &layout.egress_dir()] {
             absolute(dir)?;
         }
         let store = Store::open_sqlite(&layout.db()).await?;
@@ -92,6 +93,7 @@ impl Server {
                 max_response_bytes: config.max_response_bytes,
                 idle_timeout: config.idle_timeout,
                 stop_grace: std::time::Duration::from_secs(5),
+                capacity: Some(config.capacity),
             },
         );
         let builder = Builder::new(BuilderConfig {
@@ -110,6 +112,7 @@ impl Server {
             bus: Arc::new(InProcessBus::new(1024)),
             builder,
             gateway,
+            egress: EgressProxies::new(layout.egress_dir(), EgressConfig::default()),
             builds: tokio::sync::Semaphore::new(config.build_concurrency),
             promote: tokio::sync::Mutex::new(()),
             tenant_builds: quota::TenantBuilds::default(),
@@ -117,7 +120,7 @@ impl Server {
             config,
         });
         for tenant in state.store.tenants().await? {
-            state.gateway.set_tenant(&tenant.name, &tenant.spec);
+            state.apply_tenant(&tenant.name, &tenant.spec);
         }
         deploy::restore(&state).await?;
         Ok(Server { listener, state })

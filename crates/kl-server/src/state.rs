@@ -6,6 +6,7 @@ use kl_build::Builder;
 use kl_core::{SpecLimits, TenantSpec};
 use kl_events::EventBus;
 use kl_gateway::Gateway;
+use kl_gateway::egress::{EgressPolicy, EgressProxies, RuleError};
 use kl_store::Store;
 use object_store::ObjectStore;
 
@@ -19,6 +20,8 @@ pub(crate) struct AppState {
     pub bus: Arc<dyn EventBus>,
     pub builder: Builder,
     pub gateway: Arc<Gateway>,
+    /// One egress proxy per tenant: the sandbox's only way out.
+    pub egress: EgressProxies,
     pub tokens: Tokens,
     /// Build slots: at most this many builds run at once; the rest queue.
     pub builds: tokio::sync::Semaphore,
@@ -31,22 +34,35 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Refuses a tenant spec the platform cannot honour (limits outside its own).
+    /// Refuses a tenant spec the platform cannot honour: limits outside its own, egress
+    /// rules that do not parse.
     pub fn check_spec(&self, spec: &TenantSpec) -> Result<(), ApiError> {
-        spec.limits
-            .apply_to(&self.config.spec_limits)
-            .map(drop)
-            .map_err(|e| ApiError::bad_request("InvalidSpec", e.to_string()))
+        let invalid = |e: String| ApiError::bad_request("InvalidSpec", e);
+        spec.spec_limits(&self.config.spec_limits)
+            .map_err(|e| invalid(e.to_string()))?;
+        egress_policy(spec).map_err(|e| invalid(e.to_string()))?;
+        Ok(())
     }
 
     /// A tenant's spec and the per-instance limits it resolves functions with.
     pub async fn tenant_limits(&self, tenant: &str) -> Result<(TenantSpec, SpecLimits), ApiError> {
         let spec = self.store.tenant(tenant).await?.spec;
         let limits = spec
-            .limits
-            .apply_to(&self.config.spec_limits)
+            .spec_limits(&self.config.spec_limits)
             .map_err(|e| ApiError::bad_request("InvalidSpec", e.to_string()))?;
         Ok((spec, limits))
+    }
+
+    /// Applies a tenant's spec to the data plane: quotas, rate limit, egress policy. A proxy
+    /// that cannot start leaves egress denied, the safe side, and is logged.
+    pub fn apply_tenant(&self, tenant: &str, spec: &TenantSpec) {
+        self.gateway.set_tenant(tenant, spec);
+        let started = egress_policy(spec)
+            .map_err(|e| e.to_string())
+            .and_then(|policy| self.egress.ensure(tenant, policy).map_err(|e| e.to_string()));
+        if let Err(error) = started {
+            tracing::error!(%tenant, %error, "the tenant's egress proxy is not running: its egress is denied");
+        }
     }
 
     /// 404 unless the tenant exists.
@@ -57,4 +73,14 @@ impl AppState {
             Err(ApiError::not_found(format!("tenant {tenant:?} not found")))
         }
     }
+}
+
+/// The tenant's egress allow-list as a policy.
+fn egress_policy(spec: &TenantSpec) -> Result<EgressPolicy, RuleError> {
+    let allow = spec
+        .egress
+        .iter()
+        .map(|rule| rule.parse())
+        .collect::<Result<_, _>>()?;
+    Ok(EgressPolicy { allow })
 }

@@ -45,7 +45,7 @@ pub(crate) async fn create(
     validate_tenant_name(&body.name).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
     state.check_spec(&body.spec)?;
     let record = state.store.create_tenant(&body.name, &body.spec).await?;
-    state.gateway.set_tenant(&record.name, &record.spec);
+    state.apply_tenant(&record.name, &record.spec);
     tracing::info!(tenant = %body.name, token = %principal.token_id, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant_view(&state, record).await?)))
 }
@@ -100,7 +100,7 @@ pub(crate) async fn update(
         .await?;
     state.check_spec(&spec)?;
     let record = state.store.update_tenant(&tenant, &spec).await?;
-    state.gateway.set_tenant(&record.name, &record.spec);
+    state.apply_tenant(&record.name, &record.spec);
     tracing::info!(%tenant, token = %principal.token_id, "tenant updated");
     Ok(Json(tenant_view(&state, record).await?))
 }
@@ -122,6 +122,7 @@ pub(crate) async fn delete(
         ));
     }
     state.store.delete_tenant(&tenant).await?;
+    state.egress.remove(&tenant);
     state.tokens.reload(&state.store).await?;
     tracing::info!(%tenant, token = %principal.token_id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)

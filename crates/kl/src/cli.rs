@@ -78,6 +78,13 @@ pub struct ServerArgs {
     /// Largest invocation request body.
     #[arg(long = "max-request-body", default_value = "6Mi", value_parser = parse_bytes)]
     pub max_request_bytes: u64,
+    /// CPU all instances may hold together (default 4× the cores); higher priority classes
+    /// preempt lower ones beyond it.
+    #[arg(long = "capacity-cpu", value_parser = parse_cpu)]
+    pub capacity_cpu: Option<u64>,
+    /// Memory all instances may hold together (default: the machine's).
+    #[arg(long = "capacity-memory", value_parser = parse_bytes)]
+    pub capacity_memory: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +122,9 @@ pub struct DeployArgs {
     /// CPU per instance, e.g. 250m or 1.
     #[arg(long)]
     pub cpu: Option<String>,
+    /// Priority class: high, medium, low or best-effort (at most the tenant's).
+    #[arg(long)]
+    pub priority: Option<kl_core::PriorityClass>,
     /// Request timeout, e.g. 30s.
     #[arg(long)]
     pub timeout: Option<String>,
@@ -214,6 +224,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     kl_core::parse_duration(s)
         .map(std::time::Duration::from_millis)
         .map_err(|e| e.to_string())
+}
+
+fn parse_cpu(s: &str) -> Result<u64, String> {
+    kl_core::parse_cpu(s).map_err(|e| e.to_string())
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -307,3 +307,88 @@ async fn concurrent_scale_ups_never_overshoot_the_instances_quota() {
     let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(detail["instances"].as_array().unwrap().len(), 3, "{detail}");
 }
+
+#[tokio::test]
+async fn a_full_node_preempts_lower_priority_instances_and_best_effort_never_preempts() {
+    let server = Server::start_with(&["--capacity-cpu", "1", "--capacity-memory", "4Gi"]).await;
+    create_tenant(&server, "batch", json!({"priority": "low"})).await;
+    create_tenant(&server, "web", json!({"priority": "high"})).await;
+    create_tenant(&server, "spare", json!({"priority": "best-effort"})).await;
+    server
+        .deploy(
+            &fixture("node-esm"),
+            &["--name", "job", "--tenant", "batch", "--cpu", "600m"],
+        )
+        .await;
+    assert_eq!(tenant_usage(&server, "batch").await["instances"], 1);
+
+    let refused = server
+        .kl(&[
+            "deploy",
+            fixture("node-esm").to_str().unwrap(),
+            "--name",
+            "extra",
+            "--tenant",
+            "spare",
+            "--cpu",
+            "600m",
+        ])
+        .await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("best-effort work never preempts"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        tenant_usage(&server, "batch").await["instances"],
+        1,
+        "nothing was preempted"
+    );
+
+    let above = server
+        .kl(&[
+            "deploy",
+            fixture("node-esm").to_str().unwrap(),
+            "--tenant",
+            "batch",
+            "--priority",
+            "high",
+        ])
+        .await;
+    assert!(!above.status.success());
+    assert!(
+        text(&above).contains("above the tenant's class low"),
+        "{}",
+        text(&above)
+    );
+
+    server
+        .deploy(
+            &fixture("node-esm"),
+            &["--name", "site", "--tenant", "web", "--cpu", "600m"],
+        )
+        .await;
+    assert_eq!(
+        tenant_usage(&server, "batch").await["instances"],
+        0,
+        "the high-priority start preempted the low one"
+    );
+    assert!(
+        server
+            .server_log()
+            .contains("preempting an instance to make room")
+    );
+    let site = invoke(&server, "web", "site").await;
+    assert_eq!(site.status, 202, "{}", site.text());
+
+    let job = invoke(&server, "batch", "job").await;
+    assert_eq!(
+        job.status,
+        503,
+        "the low class cannot preempt back: {}",
+        job.text()
+    );
+    assert_eq!(job.code(), "NoCapacity");
+    assert!(!job.header("retry-after").is_empty());
+}

@@ -34,6 +34,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         max_scale: args.max_scale,
         public: args.public.then_some(true),
         rate_limit: None,
+        priority: args.priority,
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     progress.status(&format!(

@@ -46,6 +46,12 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     };
     config.max_request_bytes =
         usize::try_from(args.max_request_bytes).context("--max-request-body is too large")?;
+    if let Some(cpu) = args.capacity_cpu {
+        config.capacity.cpu_millis = cpu;
+    }
+    if let Some(memory) = args.capacity_memory {
+        config.capacity.memory_bytes = memory;
+    }
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -132,6 +138,7 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             env: Vec::new(),
             memory: None,
             cpu: None,
+            priority: None,
             timeout: None,
             concurrency: None,
             max_scale: None,

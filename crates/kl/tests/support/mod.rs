@@ -55,6 +55,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `kl server` flags.
+    pub async fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             dir,
@@ -62,7 +67,7 @@ impl Server {
             child: None,
             http: reqwest::Client::new(),
         };
-        server.launch(&[]).await;
+        server.launch(extra).await;
         server
     }
 
