@@ -75,8 +75,10 @@ pub enum Action {
     ReadAudit,
     /// Read one tenant's settings and usage.
     ReadTenant,
-    /// Create, list and revoke a tenant's tokens.
+    /// Create and revoke a tenant's tokens.
     ManageTokens,
+    /// List a tenant's tokens (metadata, never secrets).
+    ReadTokens,
     /// Upload source, build revisions.
     Deploy,
     /// List and describe functions and revisions.
@@ -97,6 +99,7 @@ impl Action {
             Action::ReadAllTenants
                 | Action::ReadAudit
                 | Action::ReadTenant
+                | Action::ReadTokens
                 | Action::ReadFunctions
                 | Action::ReadLogs
         )
@@ -117,6 +120,7 @@ impl Action {
             Action::ReadAudit => "read the audit log",
             Action::ReadTenant => "read the tenant",
             Action::ManageTokens => "manage tokens",
+            Action::ReadTokens => "read tokens",
             Action::Deploy => "deploy",
             Action::ReadFunctions => "read functions",
             Action::DeleteFunction => "delete functions",
@@ -150,16 +154,21 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
         }
         Role::TenantAdmin | Role::Developer | Role::Viewer => {}
     }
+    // Another tenant is invisible whatever the action, platform-wide ones included.
+    if target.is_some_and(|t| Some(t) != own_tenant) {
+        return Decision::NotFound;
+    }
     if action.is_platform() {
         return Decision::Forbidden;
     }
     if own_tenant.is_none() || target != own_tenant {
         return Decision::NotFound;
     }
+    let members = matches!(action, Action::ManageTokens | Action::ReadTokens);
     let allowed = match role {
         Role::TenantAdmin => true,
-        Role::Developer => action != Action::ManageTokens,
-        Role::Viewer => action.is_read(),
+        Role::Developer => !members,
+        Role::Viewer => action.is_read() && !members,
         Role::Admin | Role::Operator => unreachable!("platform roles decided above"),
     };
     if allowed {
@@ -209,7 +218,10 @@ mod tests {
     #[test]
     fn other_tenants_are_invisible_to_tenant_roles() {
         for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
-            for action in TENANT_ACTIONS {
+            for action in TENANT_ACTIONS
+                .into_iter()
+                .chain([Action::ManageTenants, Action::ReadTokens])
+            {
                 assert_eq!(
                     authorize(role, Some("acme"), action, Some("globex")),
                     Decision::NotFound,
@@ -235,6 +247,19 @@ mod tests {
             authorize(Role::Operator, None, Action::ManageTenants, None),
             Decision::Forbidden
         );
+    }
+
+    #[test]
+    fn listing_a_tenants_tokens_is_a_read_for_operators_and_tenant_admins_only() {
+        let read = |role: Role| {
+            let own = (!role.is_platform()).then_some("acme");
+            authorize(role, own, Action::ReadTokens, Some("acme"))
+        };
+        assert_eq!(read(Role::Admin), Decision::Allow);
+        assert_eq!(read(Role::Operator), Decision::Allow);
+        assert_eq!(read(Role::TenantAdmin), Decision::Allow);
+        assert_eq!(read(Role::Developer), Decision::Forbidden);
+        assert_eq!(read(Role::Viewer), Decision::Forbidden);
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub(crate) async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<TokenList>, ApiError> {
     match &query.tenant {
-        Some(t) => state.authorize(&caller, Action::ManageTokens, Some(t)).await?,
+        Some(t) => state.authorize(&caller, Action::ReadTokens, Some(t)).await?,
         None => state.authorize(&caller, Action::ReadAllTenants, None).await?,
     };
     let tokens = state

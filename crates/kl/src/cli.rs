@@ -3,20 +3,84 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use kl_core::Runtime;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use kl_core::{Role, Runtime};
 
+/// The whole command line as clap sees it: the function lifecycle ([`Command`]) and tenancy
+/// and access ([`AccessCommand`]).
 #[derive(Debug, Parser)]
 #[command(
     name = "kl",
     version,
     about = "knative-lambda: serverless functions from plain source"
 )]
-pub struct Cli {
+struct Line {
     #[command(flatten)]
-    pub conn: Conn,
+    conn: Conn,
     #[command(subcommand)]
+    command: AnyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AnyCommand {
+    #[command(flatten)]
+    Lifecycle(Command),
+    #[command(flatten)]
+    Access(AccessCommand),
+}
+
+/// The parsed command line of a lifecycle command, as `main` dispatches it.
+#[derive(Debug)]
+pub struct Cli {
+    pub conn: Conn,
     pub command: Command,
+}
+
+/// `main` dispatches the lifecycle commands only, so tenancy and access commands run to
+/// completion (and exit) in [`Parser::parse`], through [`crate::cmd::run_access`]. Once `main`
+/// routes an `Access` variant itself, this impl becomes `#[derive(Parser)]` on `Line`.
+impl Parser for Cli {
+    fn parse() -> Cli {
+        let line = Line::parse();
+        match line.command {
+            AnyCommand::Lifecycle(command) => Cli {
+                conn: line.conn,
+                command,
+            },
+            AnyCommand::Access(command) => crate::cmd::run_access(&line.conn, command),
+        }
+    }
+}
+
+impl CommandFactory for Cli {
+    fn command() -> clap::Command {
+        Line::command()
+    }
+
+    fn command_for_update() -> clap::Command {
+        Line::command_for_update()
+    }
+}
+
+impl FromArgMatches for Cli {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
+        let line = Line::from_arg_matches(matches)?;
+        match line.command {
+            AnyCommand::Lifecycle(command) => Ok(Cli {
+                conn: line.conn,
+                command,
+            }),
+            AnyCommand::Access(_) => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidSubcommand,
+                "tenancy and access commands run through `Cli::parse`",
+            )),
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Cli::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// Where the server is and how to authenticate.
@@ -208,6 +272,169 @@ pub struct LogsArgs {
     /// Start with the last N lines.
     #[arg(long, default_value_t = 100)]
     pub tail: usize,
+}
+
+/// Tenancy, access and declarative specs.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Create, list, show, change and delete tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the newest denied requests (platform admins and operators).
+    Audit(AuditArgs),
+    /// Create or update what a spec file describes; prints what changed.
+    Apply(ApplyArgs),
+    /// Print an object as a spec file that `kl apply -f` takes back unchanged.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create(TenantCreateArgs),
+    /// List tenants with their usage.
+    Ls(OutputArgs),
+    /// Show a tenant's settings and its usage against every quota.
+    Describe(TenantDescribeArgs),
+    /// Change a tenant's settings; prints what changed.
+    Update(TenantUpdateArgs),
+    /// Delete a tenant (refused while it has functions) and its tokens.
+    Rm(TenantRef),
+}
+
+/// A tenant spec given by flags and/or a file.
+#[derive(Debug, Args)]
+pub struct TenantSpecArgs {
+    /// A tenant spec file (YAML or JSON; `-` for stdin): a `kind: Tenant` document as
+    /// `kl export tenant` prints it, or the bare spec. Flags win over it.
+    #[arg(long = "file", short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Most functions the tenant may have.
+    #[arg(long)]
+    pub functions: Option<u32>,
+    /// Most builds the tenant may run at once.
+    #[arg(long = "concurrent-builds")]
+    pub concurrent_builds: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantCreateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub spec: TenantSpecArgs,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantUpdateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub spec: TenantSpecArgs,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantDescribeArgs {
+    pub name: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantRef {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once and never again.
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    Ls(TokenLsArgs),
+    /// Revoke a token at once.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// admin, operator (all tenants), tenant-admin, developer or viewer (one tenant).
+    #[arg(long, value_parser = parse_role)]
+    pub role: Role,
+    /// The tenant of a tenant role.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Who holds it (default: the role and tenant).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. 30d, 12h, 90s (default: no expiry).
+    #[arg(long, value_parser = parse_lifetime)]
+    pub expires: Option<String>,
+    /// Print only the secret (for scripts).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenLsArgs {
+    /// Only this tenant's tokens.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (`kl token ls`), not its secret.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Newest N entries (the server's default is 100).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The spec file (YAML or JSON, several `---` documents allowed); `-` reads stdin.
+    #[arg(long = "file", short = 'f')]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A tenant as a `kind: Tenant` document.
+    Tenant(TenantRef),
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_lifetime(s: &str) -> Result<String, String> {
+    match kl_core::parse_duration(s) {
+        Ok(0) => Err("a token lifetime must be longer than zero".into()),
+        Ok(_) => Ok(s.trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, String> {

@@ -6,6 +6,7 @@ use std::fmt;
 use anyhow::{Context, Result};
 use kl_api::ErrorBody;
 use reqwest::{Method, RequestBuilder, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::Conn;
@@ -13,6 +14,8 @@ use crate::cli::Conn;
 /// A non-2xx answer from the server.
 #[derive(Debug)]
 pub struct ApiFailure {
+    /// The HTTP status.
+    pub status: u16,
     pub code: String,
     pub message: String,
 }
@@ -31,10 +34,12 @@ pub async fn failure(response: Response) -> ApiFailure {
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ApiFailure {
+            status,
             code: body.error.code,
             message: body.error.message,
         },
         Err(_) => ApiFailure {
+            status,
             code: format!("HTTP {status}"),
             message: if text.trim().is_empty() {
                 "request failed".into()
@@ -109,4 +114,41 @@ impl Client {
             .await
             .context("the server's answer is not the expected JSON")
     }
+
+    /// Sends `body` as JSON and decodes the JSON answer.
+    pub async fn send_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let response = self.send(self.request(method, path).json(body)).await?;
+        response
+            .json()
+            .await
+            .context("the server's answer is not the expected JSON")
+    }
+
+    /// Sends a DELETE; any 2xx is success.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, path)).await.map(drop)
+    }
+}
+
+/// The server's answer if `err` is a non-2xx answer with this status.
+pub fn failed_with(err: &anyhow::Error, status: u16) -> Option<&ApiFailure> {
+    err.downcast_ref::<ApiFailure>().filter(|f| f.status == status)
+}
+
+/// `s` percent-encoded as one URL path segment.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

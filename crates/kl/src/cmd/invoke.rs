@@ -62,6 +62,7 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {
         && let Ok(err) = serde_json::from_slice::<ErrorBody>(&bytes)
     {
         return Err(ApiFailure {
+            status: status.as_u16(),
             code: err.error.code,
             message: err.error.message,
         }

@@ -168,6 +168,65 @@ impl Server {
             .expect("kl runs")
     }
 
+    /// Runs the `kl` CLI with `token` instead of the admin token.
+    pub async fn kl_as(&self, token: &str, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::new(KL);
+        cmd.args(args)
+            .env("KL_URL", &self.url)
+            .env("KL_DATA_DIR", self.data_dir())
+            .env("KL_TOKEN", token)
+            .stdin(Stdio::null());
+        tokio::time::timeout(Duration::from_secs(600), cmd.output())
+            .await
+            .expect("kl command finished in time")
+            .expect("kl runs")
+    }
+
+    /// Runs the `kl` CLI with `input` on its stdin.
+    pub async fn kl_stdin(&self, args: &[&str], input: &str) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .kl_command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kl runs");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input.as_bytes()).await.expect("stdin written");
+        drop(stdin);
+        tokio::time::timeout(Duration::from_secs(600), child.wait_with_output())
+            .await
+            .expect("kl command finished in time")
+            .expect("kl runs")
+    }
+
+    /// A `kl` command against this server with the admin token and piped output, not started.
+    pub fn kl_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(KL);
+        cmd.args(args)
+            .env("KL_URL", &self.url)
+            .env("KL_DATA_DIR", self.data_dir())
+            .env_remove("KL_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// A request to `path` with `token`, or with none.
+    pub fn req_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(t) => builder.bearer_auth(t),
+            None => builder,
+        }
+    }
+
     /// `kl deploy` that must succeed.
     pub async fn deploy(&self, path: &Path, args: &[&str]) -> Output {
         let mut all = vec!["deploy", path.to_str().expect("utf-8 path")];
