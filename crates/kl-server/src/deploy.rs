@@ -12,7 +12,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kl_api::DeployAccepted;
 use kl_build::{Artifact, BuildInput, BuildLog, LAUNCH_FILE};
-use kl_core::{Action, FunctionSettings, Launch, validate_function_name};
+use kl_core::{Action, FunctionSettings, Launch, Quota, admit, validate_function_name};
 use kl_events::{lifecycle, types};
 use kl_gateway::RevisionTarget;
 use kl_store::{RevisionRecord, RevisionStatus};
@@ -60,6 +60,18 @@ pub(crate) async fn upload(
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
     state.builder.resolve(&root, &settings, &limits)?;
+    // Hard quotas before the build slot, so a deploy that cannot succeed answers 403, not 429.
+    // (The store admits them again, atomically, when it creates the revision.)
+    if state.store.function(&tenant, &function).await.is_err() {
+        let used = state.store.function_count(&tenant).await?;
+        admit(
+            &tenant,
+            Quota::Functions,
+            used,
+            1,
+            tenant_spec.quotas.functions.into(),
+        )?;
+    }
     let claim = state
         .tenant_builds
         .claim(&tenant, Some(tenant_spec.quotas.concurrent_builds))?;

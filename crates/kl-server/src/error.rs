@@ -42,6 +42,12 @@ impl ApiError {
     }
 }
 
+/// Parses a JSON request body, refusing it with a 400 in the API's error format.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("InvalidRequest", format!("the request body is invalid: {e}")))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = matches!(

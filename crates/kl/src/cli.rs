@@ -3,84 +3,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kl_core::{Role, Runtime};
 
-/// The whole command line as clap sees it: the function lifecycle ([`Command`]) and tenancy
-/// and access ([`AccessCommand`]).
 #[derive(Debug, Parser)]
 #[command(
     name = "kl",
     version,
     about = "knative-lambda: serverless functions from plain source"
 )]
-struct Line {
-    #[command(flatten)]
-    conn: Conn,
-    #[command(subcommand)]
-    command: AnyCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum AnyCommand {
-    #[command(flatten)]
-    Lifecycle(Command),
-    #[command(flatten)]
-    Access(AccessCommand),
-}
-
-/// The parsed command line of a lifecycle command, as `main` dispatches it.
-#[derive(Debug)]
 pub struct Cli {
+    #[command(flatten)]
     pub conn: Conn,
+    #[command(subcommand)]
     pub command: Command,
-}
-
-/// `main` dispatches the lifecycle commands only, so tenancy and access commands run to
-/// completion (and exit) in [`Parser::parse`], through [`crate::cmd::run_access`]. Once `main`
-/// routes an `Access` variant itself, this impl becomes `#[derive(Parser)]` on `Line`.
-impl Parser for Cli {
-    fn parse() -> Cli {
-        let line = Line::parse();
-        match line.command {
-            AnyCommand::Lifecycle(command) => Cli {
-                conn: line.conn,
-                command,
-            },
-            AnyCommand::Access(command) => crate::cmd::run_access(&line.conn, command),
-        }
-    }
-}
-
-impl CommandFactory for Cli {
-    fn command() -> clap::Command {
-        Line::command()
-    }
-
-    fn command_for_update() -> clap::Command {
-        Line::command_for_update()
-    }
-}
-
-impl FromArgMatches for Cli {
-    fn from_arg_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
-        let line = Line::from_arg_matches(matches)?;
-        match line.command {
-            AnyCommand::Lifecycle(command) => Ok(Cli {
-                conn: line.conn,
-                command,
-            }),
-            AnyCommand::Access(_) => Err(clap::Error::raw(
-                clap::error::ErrorKind::InvalidSubcommand,
-                "tenancy and access commands run through `Cli::parse`",
-            )),
-        }
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Cli::from_arg_matches(matches)?;
-        Ok(())
-    }
 }
 
 /// Where the server is and how to authenticate.
@@ -115,6 +51,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Delete a function and its revisions.
     Rm(FunctionRef),
+    #[command(flatten)]
+    Access(AccessCommand),
 }
 
 #[derive(Debug, Args)]

@@ -43,11 +43,16 @@ pub async fn put_tenant(client: &Client, name: &str, spec: &Value) -> Result<Val
     client.send_json(Method::PUT, &tenant_path(name)?, spec).await
 }
 
-/// Prints `tenant/NAME created` and every field it was created with.
+/// Prints `tenant/NAME created` and every field it was created with that differs from the
+/// platform defaults.
 pub fn print_created(name: &str, spec: &Value) {
     println!("tenant/{name} created");
+    let defaults = serde_json::to_value(kl_core::TenantSpec::default()).expect("the default spec serializes");
+    let defaults: std::collections::BTreeMap<_, _> = leaves(&defaults).into_iter().collect();
     for (path, value) in leaves(spec) {
-        println!("  {path}: {}", scalar(&value));
+        if defaults.get(&path) != Some(&value) {
+            println!("  {path}: {}", scalar(&value));
+        }
     }
 }
 
