@@ -138,11 +138,16 @@ pub(crate) async fn build_job(
     // Held until the build ends, whatever its outcome.
     let _claim = claim;
     let name = rev.name();
+    let tenant = state
+        .store
+        .tenant(&rev.tenant)
+        .await
+        .map(|t| t.spec)
+        .unwrap_or_default();
     let _slot = state
         .builds
-        .acquire()
-        .await
-        .expect("build semaphore is never closed");
+        .acquire(&rev.tenant, tenant.priority, tenant.weight)
+        .await;
     let started = Instant::now();
     let event = |ty: &str, data: serde_json::Value| lifecycle(ty, &rev.tenant, &rev.function, &name, data);
     state

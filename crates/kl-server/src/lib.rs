@@ -3,6 +3,7 @@
 //! event bus and the local process runtime.
 
 mod auth;
+mod build_slots;
 mod config;
 mod deploy;
 mod error;
@@ -113,7 +114,7 @@ impl Server {
             builder,
             gateway,
             egress: EgressProxies::new(layout.egress_dir(), EgressConfig::default()),
-            builds: tokio::sync::Semaphore::new(config.build_concurrency),
+            builds: build_slots::BuildSlots::new(config.build_concurrency),
             promote: tokio::sync::Mutex::new(()),
             tenant_builds: quota::TenantBuilds::default(),
             layout,

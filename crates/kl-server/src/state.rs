@@ -23,8 +23,8 @@ pub(crate) struct AppState {
     /// One egress proxy per tenant: the sandbox's only way out.
     pub egress: EgressProxies,
     pub tokens: Tokens,
-    /// Build slots: at most this many builds run at once; the rest queue.
-    pub builds: tokio::sync::Semaphore,
+    /// Build slots: at most this many builds run at once; the rest queue in fair order.
+    pub builds: crate::build_slots::BuildSlots,
     /// Serialises traffic switches so a slower, older build never overrides a newer one.
     pub promote: tokio::sync::Mutex<()>,
     /// Builds queued or running per tenant (the concurrent-builds quota).
