@@ -1,0 +1,277 @@
+//! The runtime's side of the sandbox: probes the machine once, then per instance creates the
+//! cgroup (with its limits) and the host folders, computes the spec and the jailer command,
+//! and after the exit tells why the instance ended and removes what it made.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::cgroup::{self, InstanceCgroup, Layout, Usage};
+use super::probe::{self, SupportReport};
+use super::spec::{self, JailSpec, SOCKET_NAME, SPEC_ENV};
+use super::{JAIL_COMMAND, SandboxConfig};
+use crate::{RuntimeError, StartRequest};
+
+/// How long removing a cgroup waits for its last processes to be reaped.
+const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
+
+/// The sandboxing part of a runtime.
+#[derive(Debug)]
+pub(crate) struct HostSandbox {
+    config: SandboxConfig,
+    layout: Layout,
+    report: SupportReport,
+    /// Read end of the lifeline: each jailer gets it as stdin and dies at end of file, i.e.
+    /// when this runtime (or the whole server) is gone, however it ended.
+    lifeline: OwnedFd,
+    _lifeline_writer: OwnedFd,
+}
+
+impl HostSandbox {
+    /// Probes the machine and prepares the cgroup parent.
+    pub(crate) fn new(config: SandboxConfig) -> std::io::Result<HostSandbox> {
+        let mut report = probe::probe();
+        let layout = cgroup::detect();
+        let parent = cgroup::prepare_parent(&layout, &config.cgroup_parent).map(|()| {
+            format!(
+                "instance cgroups go below {:?} in each hierarchy",
+                config.cgroup_parent
+            )
+        });
+        report.push("cgroup parent", true, parent);
+        let jailer = if config.jailer.is_file() {
+            Ok(format!("{}", config.jailer.display()))
+        } else {
+            Err(format!("{} is not a file", config.jailer.display()))
+        };
+        report.push("jailer", true, jailer);
+        let (lifeline, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok(HostSandbox {
+            config,
+            layout,
+            report,
+            lifeline,
+            _lifeline_writer: writer,
+        })
+    }
+
+    pub(crate) fn report(&self) -> &SupportReport {
+        &self.report
+    }
+
+    /// Prepares the sandbox of one instance: its cgroup and folders, and the jailer command
+    /// (to spawn with stdout and stderr piped).
+    pub(crate) fn prepare(
+        &self,
+        req: &StartRequest,
+        id: &str,
+        run_dir: &Path,
+    ) -> Result<(Command, Jail), RuntimeError> {
+        if !self.report.ready() {
+            return Err(RuntimeError::SandboxUnavailable {
+                missing: self.report.missing(),
+            });
+        }
+        let fail = |reason: String| RuntimeError::Sandbox {
+            revision: req.revision.clone(),
+            reason,
+        };
+        if req.uid == 0 || req.gid == 0 {
+            return Err(fail("refusing to run a function as root (uid or gid 0)".into()));
+        }
+        let program =
+            spec::resolve_program(&req.launch.program, std::env::var_os("PATH").as_deref()).map_err(fail)?;
+        let prefix = spec::install_prefix(&program);
+        let expose = exposed(req, prefix.as_deref()).map_err(fail)?;
+        let dir = run_dir.join(id);
+        let sock_dir = dir.join("sock");
+        let root_dir = dir.join("root");
+        make_dirs(&dir, &sock_dir, &root_dir, req.uid, req.gid)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let cgroup = match InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, id, &req.limits) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(fail(e));
+            }
+        };
+        let jail = Jail {
+            socket: sock_dir.join(SOCKET_NAME),
+            cgroup,
+            dir,
+        };
+        let bin = prefix.map(|p| p.join("bin")).filter(|b| b.is_dir());
+        let identity = [
+            ("KL_FUNCTION", req.function.as_str()),
+            ("KL_REVISION", req.revision.as_str()),
+            ("KL_TENANT", req.tenant.as_str()),
+        ];
+        let spec = JailSpec {
+            id: id.to_owned(),
+            env: spec::function_env(
+                &req.launch.env,
+                &identity,
+                bin.as_deref(),
+                req.egress_socket.is_some(),
+            ),
+            program,
+            args: req.launch.args.clone(),
+            cwd: req.launch.cwd.clone(),
+            uid: req.uid,
+            gid: req.gid,
+            expose,
+            root_dir,
+            sock_dir,
+            egress_socket: req.egress_socket.clone(),
+            cgroups: jail.cgroup.dirs().to_vec(),
+            tmp_size_bytes: self.config.tmp_size_bytes,
+            nofile: self.config.max_open_files,
+            file_size_bytes: self.config.max_file_bytes,
+            server_pid: std::process::id(),
+        };
+        let lifeline = self.lifeline.try_clone().map_err(RuntimeError::Io)?;
+        let mut cmd = Command::new(&self.config.jailer);
+        cmd.arg(JAIL_COMMAND)
+            .env_clear()
+            .env(SPEC_ENV, spec.to_json())
+            .stdin(Stdio::from(lifeline))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Ok((cmd, jail))
+    }
+}
+
+/// The host paths an instance sees read-only, besides the system: its working folder, the
+/// absolute paths among its arguments (the shim), its dependencies (`KL_DEPS_DIR` and the
+/// request's list) and the program's installation prefix.
+fn exposed(req: &StartRequest, prefix: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+    let canonical = |path: &Path| {
+        path.canonicalize()
+            .map_err(|e| format!("cannot expose {}: {e}", path.display()))
+    };
+    let mut paths = vec![canonical(&req.launch.cwd)?];
+    for arg in &req.launch.args {
+        let path = Path::new(arg);
+        if path.is_absolute() && path.exists() {
+            paths.push(canonical(path)?);
+        }
+    }
+    if let Some(deps) = req.launch.env.get("KL_DEPS_DIR") {
+        paths.push(canonical(Path::new(deps))?);
+    }
+    for path in &req.read_only {
+        paths.push(canonical(path)?);
+    }
+    paths.extend(prefix.map(Path::to_path_buf));
+    Ok(spec::outermost(paths))
+}
+
+/// `dir` (root's, traversable), `sock` (the tenant's, private), `root` (root's, private).
+fn make_dirs(dir: &Path, sock: &Path, root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o711).create(dir)?;
+    for sub in [sock, root] {
+        std::fs::DirBuilder::new().mode(0o700).create(sub)?;
+    }
+    std::os::unix::fs::chown(sock, Some(uid), Some(gid))?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// One instance's sandbox, seen from the host.
+#[derive(Debug)]
+pub(crate) struct Jail {
+    /// Host path of the function's socket (it listens in `/run/kl` inside).
+    pub socket: PathBuf,
+    cgroup: InstanceCgroup,
+    dir: PathBuf,
+}
+
+impl Jail {
+    /// Why the instance ended, from its exit status and its cgroup's counters.
+    pub(crate) fn exit_reason(&self, status: &str) -> String {
+        describe_exit(
+            status,
+            self.cgroup.oom_kills(),
+            self.cgroup.memory_limit(),
+            self.cgroup.pids_limit_hits(),
+            self.cgroup.pids_limit(),
+        )
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        self.cgroup.usage()
+    }
+
+    /// Kills everything in the cgroup (v2), on top of killing the jailer's process group.
+    pub(crate) fn kill(&self) {
+        self.cgroup.kill();
+    }
+
+    /// Removes the cgroup and the host folders, once the jailer has exited.
+    pub(crate) async fn clean_up(&self) {
+        self.cgroup.remove(CGROUP_REMOVAL).await;
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    }
+}
+
+/// Says why an instance ended: out of memory when the kernel OOM-killed something in its
+/// cgroup, else its exit status, noting when the process limit was reached.
+pub(crate) fn describe_exit(
+    status: &str,
+    oom_kills: u64,
+    memory_limit: u64,
+    pids_hits: u64,
+    pids_limit: u32,
+) -> String {
+    let mut reason = if oom_kills > 0 {
+        format!("out of memory (limit {})", human_bytes(memory_limit))
+    } else {
+        status.to_owned()
+    };
+    if pids_hits > 0 {
+        reason.push_str(&format!("; the process limit ({pids_limit}) was reached"));
+    }
+    reason
+}
+
+fn human_bytes(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    if bytes >= 1 << 20 {
+        return format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20));
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons() {
+        assert_eq!(
+            describe_exit("signal: 9 (SIGKILL)", 1, 128 << 20, 0, 64),
+            "out of memory (limit 128 MiB)"
+        );
+        assert_eq!(
+            describe_exit("exit status: 3", 0, 128 << 20, 0, 64),
+            "exit status: 3"
+        );
+        assert_eq!(
+            describe_exit("signal: 9 (SIGKILL)", 0, 1 << 30, 7, 64),
+            "signal: 9 (SIGKILL); the process limit (64) was reached"
+        );
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(100_000_000), "95.4 MiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
+}
