@@ -61,7 +61,7 @@ impl LocalRuntime {
         std::fs::create_dir_all(&config.run_dir)?;
         let sandbox = match &config.isolation {
             Isolation::None => None,
-            Isolation::Sandbox(sandbox) => Some(HostSandbox::new(sandbox.clone())?),
+            Isolation::Sandbox(sandbox) => Some(HostSandbox::new(sandbox.clone(), &config.run_dir)?),
         };
         Ok(LocalRuntime {
             config,

@@ -316,6 +316,50 @@ pub(crate) fn prepare_parent(layout: &Layout, parent: &str) -> Result<(), String
     Ok(())
 }
 
+/// Removes instance cgroups below `parent` that hold no process and are older than
+/// `older_than`: what a server that died (SIGKILL) could not remove. Young ones are left
+/// alone, as another runtime may be about to fill them. Returns how many were removed.
+pub(crate) fn sweep(layout: &Layout, parent: &str, older_than: Duration) -> usize {
+    let mut roots: Vec<&PathBuf> = Controller::ALL
+        .iter()
+        .filter_map(|c| match layout.placement(*c) {
+            Placement::V2(root) | Placement::V1(root) => Some(root),
+            Placement::Missing(_) => None,
+        })
+        .chain(layout.cpuacct.as_ref())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let mut removed = 0;
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+            if dir.is_dir() && old && empty && std::fs::remove_dir(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Whether instance `id` still has a cgroup in any hierarchy.
+pub(crate) fn exists(layout: &Layout, parent: &str, id: &str) -> bool {
+    Controller::ALL.iter().any(|c| match layout.placement(*c) {
+        Placement::V2(root) | Placement::V1(root) => root.join(parent).join(id).exists(),
+        Placement::Missing(_) => false,
+    })
+}
+
 /// Resource usage of an instance, from its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {

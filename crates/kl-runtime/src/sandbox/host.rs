@@ -18,6 +18,8 @@ use crate::{RuntimeError, StartRequest};
 
 /// How long removing a cgroup waits for its last processes to be reaped.
 const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
+/// Empty instance cgroups and folders older than this are left-overs of a server that died.
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// The sandboxing part of a runtime.
 #[derive(Debug)]
@@ -32,10 +34,22 @@ pub(crate) struct HostSandbox {
 }
 
 impl HostSandbox {
-    /// Probes the machine and prepares the cgroup parent.
-    pub(crate) fn new(config: SandboxConfig) -> std::io::Result<HostSandbox> {
+    /// Probes the machine, prepares the cgroup parent and removes what a server that died
+    /// left in it and in `run_dir`.
+    pub(crate) fn new(config: SandboxConfig, run_dir: &Path) -> std::io::Result<HostSandbox> {
         let mut report = probe::probe();
         let layout = cgroup::detect();
+        let swept = cgroup::sweep(&layout, &config.cgroup_parent, STALE_AFTER);
+        let swept_dirs = sweep_run_dir(run_dir, STALE_AFTER, |id| {
+            cgroup::exists(&layout, &config.cgroup_parent, id)
+        });
+        if swept + swept_dirs > 0 {
+            tracing::info!(
+                cgroups = swept,
+                folders = swept_dirs,
+                "removed left-overs of earlier instances"
+            );
+        }
         let parent = cgroup::prepare_parent(&layout, &config.cgroup_parent).map(|()| {
             format!(
                 "instance cgroups go below {:?} in each hierarchy",
@@ -169,6 +183,35 @@ fn exposed(req: &StartRequest, prefix: Option<&Path>) -> Result<Vec<PathBuf>, St
     }
     paths.extend(prefix.map(Path::to_path_buf));
     Ok(spec::outermost(paths))
+}
+
+/// Removes instance folders (those with a `root` mount point) older than `older_than` whose
+/// instance has no cgroup any more: the mounts were in the sandbox's own namespace, so these
+/// are plain folders once it is gone.
+fn sweep_run_dir(run_dir: &Path, older_than: Duration, alive: impl Fn(&str) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= older_than);
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if old
+            && !alive(&id)
+            && dir.join("root").is_dir()
+            && dir.join("sock").is_dir()
+            && std::fs::remove_dir_all(&dir).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// `dir` (root's, traversable), `sock` (the tenant's, private), `root` (root's, private).
