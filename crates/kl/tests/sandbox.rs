@@ -701,3 +701,89 @@ async fn start_overhead_of_the_sandbox() {
     }
     assert!(times["sandbox"][2] < START_LIMIT);
 }
+
+/// Set in the environment of the "server" this test starts and SIGKILLs.
+const SERVER_ROLE: &str = "KL_SANDBOX_TEST_SERVER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_die_with_a_killed_server() {
+    if std::env::var_os(SERVER_ROLE).is_some() {
+        // The "server": start an instance, say where it is, wait to be killed.
+        let fx = Fixture::sandboxed().expect("the parent checked the sandbox");
+        let instance = fx.start("victim", Limits::default()).await;
+        let dir = fx.dir.keep();
+        println!("READY {} {} {}", instance.id, instance.pid, dir.display());
+        std::future::pending::<()>().await;
+    }
+    let Some(_probe) = Fixture::sandboxed() else {
+        return;
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let mut server = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "instances_die_with_a_killed_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SERVER_ROLE, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap());
+    let ready = tokio::time::timeout(START_LIMIT, async {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await.expect("read") == 0 {
+                panic!("the server exited before its instance was ready");
+            }
+            // libtest prints `test NAME ... ` before the test's own output, on the same line.
+            if let Some(at) = line.find("READY ") {
+                return line[at + "READY ".len()..].trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server's instance was not ready in time");
+    let mut fields = ready.split(' ');
+    let (id, jailer, dir) = (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    );
+    server.start_kill().expect("SIGKILL the server");
+    server.wait().await.expect("reaped");
+    let procs = ["memory", "pids"]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("kl")
+                .join(&id)
+                .join("cgroup.procs")
+        })
+        .chain([Path::new("/sys/fs/cgroup/kl").join(&id).join("cgroup.procs")])
+        .find(|p| p.exists())
+        .expect("the instance's cgroup");
+    wait_for(
+        "the jailer and the whole sandbox to die",
+        Duration::from_secs(30),
+        || {
+            let jailer_gone = !Path::new("/proc").join(&jailer).exists();
+            let empty = std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty());
+            (jailer_gone && empty).then_some(())
+        },
+    )
+    .await;
+    // What the next server's start would sweep: the cgroups and the socket folder's tmpfs.
+    for controller in ["cpu", "cpuacct", "memory", "pids"] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(controller).join("kl").join(&id));
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/kl").join(&id));
+    let sock = Path::new(&dir).join("run").join(&id).join("sock");
+    let _ = std::process::Command::new("umount").arg("-l").arg(&sock).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}

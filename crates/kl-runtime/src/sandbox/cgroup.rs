@@ -691,6 +691,130 @@ mod tests {
         assert_eq!(limit_files(false, Controller::Cpu, &unlimited)[1].value, "-1");
     }
 
+    fn read(path: PathBuf) -> String {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn test_limits() -> Limits {
+        Limits {
+            memory_bytes: 64 << 20,
+            cpu_millis: 500,
+            pids: 32,
+        }
+    }
+
+    /// The file handling of a unified hierarchy, on a plain folder standing in for cgroupfs
+    /// (the kernel's own behaviour is covered by the end-to-end tests where v2 is mounted).
+    #[test]
+    fn instance_cgroup_on_a_v2_tree() {
+        let tree = tempfile::tempdir().expect("tempdir");
+        let root = tree.path().to_path_buf();
+        std::fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        let layout = Layout {
+            cpu: Placement::V2(root.clone()),
+            memory: Placement::V2(root.clone()),
+            pids: Placement::V2(root.clone()),
+            cpuacct: None,
+        };
+        prepare_parent(&layout, "kl").expect("parent");
+        assert!(root.join("kl").is_dir());
+        assert_eq!(
+            read(root.join("kl/cgroup.subtree_control")),
+            "+pids",
+            "controllers enabled down to the parent"
+        );
+        let cgroup = InstanceCgroup::create(&layout, "kl", "i1", &test_limits()).expect("cgroup");
+        let dir = root.join("kl/i1");
+        assert_eq!(
+            cgroup.dirs(),
+            std::slice::from_ref(&dir),
+            "one folder in the unified hierarchy"
+        );
+        assert_eq!(read(dir.join("cpu.max")), "50000 100000");
+        assert_eq!(read(dir.join("memory.max")), "67108864");
+        assert_eq!(read(dir.join("memory.swap.max")), "0");
+        assert_eq!(read(dir.join("memory.oom.group")), "1");
+        assert_eq!(read(dir.join("pids.max")), "32");
+        assert!(exists(&layout, "kl", "i1"));
+        assert_eq!(cgroup.oom_kills(), 0);
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("pids.events"), "max 4\n").unwrap();
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1000000\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "1048576\n").unwrap();
+        std::fs::write(dir.join("memory.peak"), "2097152\n").unwrap();
+        assert_eq!(cgroup.oom_kills(), 1);
+        assert_eq!(cgroup.pids_limit_hits(), 4);
+        assert_eq!(
+            cgroup.usage(),
+            Usage {
+                cpu: Some(Duration::from_millis(1500)),
+                memory_bytes: Some(1 << 20),
+                memory_peak_bytes: Some(2 << 20),
+            }
+        );
+        cgroup.kill();
+        assert_eq!(read(dir.join("cgroup.kill")), "1");
+    }
+
+    /// The same on separate v1 hierarchies (cpu and cpuacct apart, as on this development machine).
+    #[test]
+    fn instance_cgroup_on_v1_trees() {
+        let tree = tempfile::tempdir().expect("tempdir");
+        let at = |name: &str| tree.path().join(name);
+        let layout = Layout {
+            cpu: Placement::V1(at("cpu")),
+            memory: Placement::V1(at("memory")),
+            pids: Placement::V1(at("pids")),
+            cpuacct: Some(at("cpuacct")),
+        };
+        prepare_parent(&layout, "kl").expect("parent");
+        let cgroup = InstanceCgroup::create(&layout, "kl", "i1", &test_limits()).expect("cgroup");
+        let dirs: Vec<_> = ["cpu", "memory", "pids", "cpuacct"]
+            .iter()
+            .map(|c| at(c).join("kl/i1"))
+            .collect();
+        assert_eq!(
+            cgroup.dirs(),
+            dirs.as_slice(),
+            "one folder per hierarchy, all joined"
+        );
+        assert_eq!(read(dirs[0].join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(dirs[0].join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(dirs[1].join("memory.limit_in_bytes")), "67108864");
+        assert_eq!(read(dirs[1].join("memory.memsw.limit_in_bytes")), "67108864");
+        assert_eq!(read(dirs[2].join("pids.max")), "32");
+        std::fs::write(
+            dirs[1].join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        std::fs::write(dirs[3].join("cpuacct.usage"), "250000000\n").unwrap();
+        assert_eq!(cgroup.oom_kills(), 2);
+        assert_eq!(cgroup.usage().cpu, Some(Duration::from_millis(250)));
+        cgroup.kill();
+        assert!(
+            !dirs.iter().any(|d| d.join("cgroup.kill").exists()),
+            "v1 has no cgroup.kill"
+        );
+    }
+
+    #[test]
+    fn a_missing_controller_fails_creation() {
+        let layout = Layout {
+            cpu: Placement::V1("/nonexistent".into()),
+            memory: Placement::Missing("not mounted".into()),
+            pids: Placement::V1("/nonexistent".into()),
+            cpuacct: None,
+        };
+        let err =
+            InstanceCgroup::create(&layout, "kl", "i1", &test_limits()).expect_err("no memory controller");
+        assert!(err.contains("cgroup") && err.contains("/nonexistent"), "{err}");
+    }
+
     #[test]
     fn counters_are_read_by_key() {
         let v2_events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";

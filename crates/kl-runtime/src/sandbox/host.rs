@@ -2,12 +2,14 @@
 //! cgroup (with its limits) and the host folders, computes the spec and the jailer command,
 //! and after the exit tells why the instance ended and removes what it made.
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use rustix::mount::{MountFlags, UnmountFlags};
 use tokio::process::Command;
 
 use super::cgroup::{self, InstanceCgroup, Layout, Usage};
@@ -20,6 +22,10 @@ use crate::{RuntimeError, StartRequest};
 const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
 /// Empty instance cgroups and folders older than this are left-overs of a server that died.
 const STALE_AFTER: Duration = Duration::from_secs(60);
+/// The instance's writable socket folder is a tiny tmpfs, so a function cannot fill the
+/// host's disk through it: room for its socket and a few small files.
+const SOCK_DIR_SIZE: u64 = 64 << 10;
+const SOCK_DIR_INODES: u32 = 64;
 
 /// The sandboxing part of a runtime.
 #[derive(Debug)]
@@ -104,12 +110,14 @@ impl HostSandbox {
         let dir = run_dir.join(id);
         let sock_dir = dir.join("sock");
         let root_dir = dir.join("root");
-        make_dirs(&dir, &sock_dir, &root_dir, req.uid, req.gid)
-            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        if let Err(e) = make_dirs(&dir, &sock_dir, &root_dir, req.uid, req.gid) {
+            let _ = remove_instance_dir(&dir);
+            return Err(fail(format!("cannot create {}: {e}", dir.display())));
+        }
         let cgroup = match InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, id, &req.limits) {
             Ok(cgroup) => cgroup,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = remove_instance_dir(&dir);
                 return Err(fail(e));
             }
         };
@@ -206,7 +214,7 @@ fn sweep_run_dir(run_dir: &Path, older_than: Duration, alive: impl Fn(&str) -> b
             && !alive(&id)
             && dir.join("root").is_dir()
             && dir.join("sock").is_dir()
-            && std::fs::remove_dir_all(&dir).is_ok()
+            && remove_instance_dir(&dir).is_ok()
         {
             removed += 1;
         }
@@ -214,15 +222,26 @@ fn sweep_run_dir(run_dir: &Path, older_than: Duration, alive: impl Fn(&str) -> b
     removed
 }
 
-/// `dir` (root's, traversable), `sock` (the tenant's, private), `root` (root's, private).
+/// `dir` (root's, traversable), `sock` (a tiny tmpfs, the tenant's, private), `root`
+/// (root's, private: the sandbox's root is mounted on it in the sandbox's own namespace).
 fn make_dirs(dir: &Path, sock: &Path, root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::DirBuilder::new().mode(0o711).create(dir)?;
     for sub in [sock, root] {
         std::fs::DirBuilder::new().mode(0o700).create(sub)?;
     }
-    std::os::unix::fs::chown(sock, Some(uid), Some(gid))?;
-    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o700))?;
+    let options = CString::new(format!(
+        "size={SOCK_DIR_SIZE},nr_inodes={SOCK_DIR_INODES},mode=0700,uid={uid},gid={gid}"
+    ))
+    .expect("no NUL in tmpfs options");
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    rustix::mount::mount("tmpfs", sock, "tmpfs", flags, options.as_c_str())?;
     Ok(())
+}
+
+/// Unmounts the socket folder's tmpfs and removes the instance folder.
+fn remove_instance_dir(dir: &Path) -> std::io::Result<()> {
+    let _ = rustix::mount::unmount(dir.join("sock"), UnmountFlags::DETACH);
+    std::fs::remove_dir_all(dir)
 }
 
 /// One instance's sandbox, seen from the host.
@@ -259,7 +278,7 @@ impl Jail {
     pub(crate) async fn clean_up(&self) {
         self.cgroup.remove(CGROUP_REMOVAL).await;
         let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = tokio::task::spawn_blocking(move || remove_instance_dir(&dir)).await;
     }
 }
 
