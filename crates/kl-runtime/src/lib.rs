@@ -31,9 +31,11 @@ pub struct StartRequest {
     /// The unprivileged user and group the sandboxed function runs as (one pair per tenant).
     pub uid: u32,
     pub gid: u32,
-    /// Extra paths the sandbox exposes read-only (e.g. dependency cache entries). The launch's
-    /// working directory, its absolute path arguments, `KL_DEPS_DIR` and the program's
-    /// installation prefix are exposed without being listed.
+    /// Extra paths the sandbox exposes read-only: the dependency layers (Python's
+    /// `KL_DEPS_DIR`, the cache entry Node's `node_modules` links to). The launch's working
+    /// directory, its absolute path arguments (the shim) and the program's installation prefix
+    /// are exposed without being listed; nothing is taken from the launch's environment, which
+    /// users control.
     pub read_only: Vec<PathBuf>,
     /// The platform's egress proxy (HTTP CONNECT on a unix socket, host path). Without it, the
     /// sandbox has only loopback and all egress fails.

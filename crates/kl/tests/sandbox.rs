@@ -787,3 +787,112 @@ async fn instances_die_with_a_killed_server() {
     let _ = std::process::Command::new("umount").arg("-l").arg(&sock).status();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dependency layer a built artifact uses, as the platform would list it in
+/// `StartRequest::read_only`: Python's `KL_DEPS_DIR`, or the cache entry Node's
+/// `node_modules` links to (checked to be inside the build cache).
+fn dependency_layers(launch: &Launch, cache: &Path) -> Vec<PathBuf> {
+    let mut layers = Vec::new();
+    if let Some(deps) = launch.env.get("KL_DEPS_DIR") {
+        layers.push(PathBuf::from(deps));
+    }
+    if let Ok(target) = std::fs::read_link(launch.cwd.join("node_modules"))
+        && let Some(entry) = target.parent()
+        && entry.starts_with(cache)
+    {
+        layers.push(entry.to_path_buf());
+    }
+    layers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_functions_of_every_language_run_sandboxed() {
+    let Some(fx) = Fixture::sandboxed() else { return };
+    // The build cache the other end-to-end tests share, so dependencies install once.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kl-cache");
+    let builder = kl_build::Builder::new(kl_build::BuilderConfig {
+        cache_dir: cache.clone(),
+        limits: kl_core::SpecLimits::default(),
+    });
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (name, event, check) in [
+        ("py-hello", json!({"name": "kl"}), "\"six\":\"1.16.0\""),
+        ("node-cjs", json!({"value": 3}), "\"isNumber\":true"),
+        ("go-hello", json!({"name": "kl"}), "\"hello\":\"kl\""),
+    ] {
+        let out = fx.dir.path().join("artifacts").join(name);
+        let log =
+            kl_build::BuildLog::create(&fx.dir.path().join(format!("{name}.build.log"))).expect("build log");
+        let artifact = builder
+            .build(kl_build::BuildInput {
+                source: &fixtures.join(name),
+                out: &out,
+                settings: &kl_core::FunctionSettings::default(),
+                source_digest: "sha256:test",
+                log: &log,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} did not build: {e}"));
+        assert!(
+            artifact.launch.program.starts_with('/'),
+            "{name}: the launch names the real interpreter, not {:?}",
+            artifact.launch.program
+        );
+        let mut req = fx.request("unused", Limits::default());
+        req.function = name.into();
+        req.revision = format!("{name}-00001");
+        req.read_only = dependency_layers(&artifact.launch, &cache);
+        req.launch = artifact.launch;
+        let instance = fx.start_request(req).await;
+        let body = invoke(&instance, event)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", instance.last_output()));
+        assert!(body.to_string().contains(check), "{name} answered {body}");
+        instance.stop(Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_fail_with_their_reason() {
+    let Some(fx) = Fixture::sandboxed() else { return };
+    let refused = |req: StartRequest| async {
+        match fx.runtime.start(req).await {
+            Err(RuntimeError::Sandbox { reason, .. }) => reason,
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("started"),
+        }
+    };
+    let mut root = fx.request("as-root", Limits::default());
+    root.uid = 0;
+    assert!(refused(root).await.contains("as root"));
+    let mut proc = fx.request("proc", Limits::default());
+    proc.read_only = vec!["/proc/self".into()];
+    assert!(refused(proc).await.contains("cannot expose"));
+    let mut etc = fx.request("etc", Limits::default());
+    etc.read_only = vec!["/etc".into()];
+    assert!(refused(etc).await.contains("the sandbox's own"));
+    let mut missing = fx.request("missing", Limits::default());
+    missing.read_only = vec![fx.dir.path().join("no-such-layer")];
+    assert!(refused(missing).await.contains("no-such-layer"));
+    let mut no_proxy = fx.request("no-proxy", Limits::default());
+    no_proxy.egress_socket = Some(fx.dir.path().join("no-proxy.sock"));
+    assert!(refused(no_proxy).await.contains("egress proxy"));
+    // A handler that does not load: the shim's exit status and traceback come back.
+    let broken = fx.request("broken", Limits::default());
+    std::fs::write(broken.launch.cwd.join("main.py"), "def handler(:\n").unwrap();
+    match fx.runtime.start(broken).await {
+        Err(RuntimeError::ExitedEarly { status, output }) => {
+            assert_eq!(status, "exit status: 3");
+            assert!(output.contains("SyntaxError"), "{output}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a broken handler started"),
+    }
+    let left: Vec<_> = std::fs::read_dir(fx.dir.path().join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "failed starts leave nothing behind: {left:?}");
+    fx.assert_healthy().await;
+}

@@ -13,6 +13,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use tokio::process::Command;
 
 use super::cgroup::{self, InstanceCgroup, Layout, Usage};
+use super::mounts;
 use super::probe::{self, SupportReport};
 use super::spec::{self, JailSpec, SOCKET_NAME, SPEC_ENV};
 use super::{JAIL_COMMAND, SandboxConfig};
@@ -107,32 +108,23 @@ impl HostSandbox {
             spec::resolve_program(&req.launch.program, std::env::var_os("PATH").as_deref()).map_err(fail)?;
         let prefix = spec::install_prefix(&program);
         let expose = exposed(req, prefix.as_deref()).map_err(fail)?;
+        if let Some(egress) = &req.egress_socket
+            && !egress.exists()
+        {
+            return Err(fail(format!(
+                "the egress proxy socket {} does not exist",
+                egress.display()
+            )));
+        }
         let dir = run_dir.join(id);
         let sock_dir = dir.join("sock");
-        let root_dir = dir.join("root");
-        if let Err(e) = make_dirs(&dir, &sock_dir, &root_dir, req.uid, req.gid) {
-            let _ = remove_instance_dir(&dir);
-            return Err(fail(format!("cannot create {}: {e}", dir.display())));
-        }
-        let cgroup = match InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, id, &req.limits) {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                let _ = remove_instance_dir(&dir);
-                return Err(fail(e));
-            }
-        };
-        let jail = Jail {
-            socket: sock_dir.join(SOCKET_NAME),
-            cgroup,
-            dir,
-        };
         let bin = prefix.map(|p| p.join("bin")).filter(|b| b.is_dir());
         let identity = [
             ("KL_FUNCTION", req.function.as_str()),
             ("KL_REVISION", req.revision.as_str()),
             ("KL_TENANT", req.tenant.as_str()),
         ];
-        let spec = JailSpec {
+        let mut spec = JailSpec {
             id: id.to_owned(),
             env: spec::function_env(
                 &req.launch.env,
@@ -146,16 +138,36 @@ impl HostSandbox {
             uid: req.uid,
             gid: req.gid,
             expose,
-            root_dir,
-            sock_dir,
+            root_dir: dir.join("root"),
+            sock_dir: sock_dir.clone(),
             egress_socket: req.egress_socket.clone(),
-            cgroups: jail.cgroup.dirs().to_vec(),
+            cgroups: Vec::new(),
             tmp_size_bytes: self.config.tmp_size_bytes,
             nofile: self.config.max_open_files,
             file_size_bytes: self.config.max_file_bytes,
             server_pid: std::process::id(),
         };
+        // What the jailer will mount, checked here so that a bad request fails at once, with
+        // its reason, before anything is created.
+        mounts::plan(&spec, mounts::host_kind).map_err(fail)?;
         let lifeline = self.lifeline.try_clone().map_err(RuntimeError::Io)?;
+        if let Err(e) = make_dirs(&dir, &sock_dir, &spec.root_dir, req.uid, req.gid) {
+            let _ = remove_instance_dir(&dir);
+            return Err(fail(format!("cannot create {}: {e}", dir.display())));
+        }
+        let cgroup = match InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, id, &req.limits) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                let _ = remove_instance_dir(&dir);
+                return Err(fail(e));
+            }
+        };
+        spec.cgroups = cgroup.dirs().to_vec();
+        let jail = Jail {
+            socket: sock_dir.join(SOCKET_NAME),
+            cgroup,
+            dir,
+        };
         let mut cmd = Command::new(&self.config.jailer);
         cmd.arg(JAIL_COMMAND)
             .env_clear()
@@ -169,8 +181,9 @@ impl HostSandbox {
 }
 
 /// The host paths an instance sees read-only, besides the system: its working folder, the
-/// absolute paths among its arguments (the shim), its dependencies (`KL_DEPS_DIR` and the
-/// request's list) and the program's installation prefix.
+/// absolute paths among its arguments (the shim), the request's list (dependencies) and the
+/// program's installation prefix. Never anything named by the launch's environment: users
+/// set variables in `kl.yaml`, so `KL_DEPS_DIR=/` must not expose anything.
 fn exposed(req: &StartRequest, prefix: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     let canonical = |path: &Path| {
         path.canonicalize()
@@ -182,9 +195,6 @@ fn exposed(req: &StartRequest, prefix: Option<&Path>) -> Result<Vec<PathBuf>, St
         if path.is_absolute() && path.exists() {
             paths.push(canonical(path)?);
         }
-    }
-    if let Some(deps) = req.launch.env.get("KL_DEPS_DIR") {
-        paths.push(canonical(Path::new(deps))?);
     }
     for path in &req.read_only {
         paths.push(canonical(path)?);
