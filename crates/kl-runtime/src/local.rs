@@ -90,7 +90,11 @@ struct Exit {
 pub struct Instance {
     pub id: String,
     pub revision: String,
+    /// Host path of the socket the instance serves on (inside a sandbox it is
+    /// `/run/kl/fn.sock`).
     pub socket: PathBuf,
+    /// The process the runtime started: the function, or the jailer when sandboxed. It leads
+    /// the instance's process group.
     pub pid: u32,
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// How long the start took, spawn to first healthy answer.
