@@ -9,6 +9,18 @@ use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, c
 
 const LOCK_FILES: [&str; 2] = ["package-lock.json", "npm-shrinkwrap.json"];
 
+/// Asks `node` for its real executable, so the launch names a binary whose installation
+/// prefix the sandbox can expose (`node` on PATH may be a version manager's shim).
+async fn interpreter() -> Result<String, BuildError> {
+    command::version("node", &["-p", "process.execPath"])
+        .await
+        .filter(|path| path.starts_with('/'))
+        .ok_or(BuildError::ToolchainMissing {
+            runtime: kl_core::Runtime::Node,
+            program: "node".to_owned(),
+        })
+}
+
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
     let manifest = tokio::fs::read(ctx.root.join("package.json")).await.ok();
     let has_deps = match &manifest {
@@ -68,7 +80,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
     ]);
     Ok(Prepared {
         launch: Launch {
-            program: "node".into(),
+            program: interpreter().await?,
             args: vec![shim.display().to_string()],
             env,
             cwd: ctx.code.to_path_buf(),

@@ -7,6 +7,18 @@ use tokio::process::Command;
 
 use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, command, shims};
 
+/// Asks `python3` (possibly a pyenv or distribution shim) for the real interpreter, so the
+/// launch names a binary whose installation prefix the sandbox can expose.
+async fn interpreter() -> Result<String, BuildError> {
+    command::version("python3", &["-c", "import sys; print(sys.executable)"])
+        .await
+        .filter(|path| path.starts_with('/'))
+        .ok_or(BuildError::ToolchainMissing {
+            runtime: kl_core::Runtime::Python,
+            program: "python3".into(),
+        })
+}
+
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
     let reqs_path = ctx.root.join("requirements.txt");
     let reqs = tokio::fs::read_to_string(&reqs_path).await.unwrap_or_default();
@@ -53,7 +65,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
     let shim = shims::write(ctx.out, shims::PYTHON_FILE, shims::PYTHON).await?;
     Ok(Prepared {
         launch: Launch {
-            program: "python3".into(),
+            program: interpreter().await?,
             args: vec!["-u".into(), shim.display().to_string()],
             env,
             cwd: ctx.code.to_path_buf(),

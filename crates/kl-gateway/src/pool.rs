@@ -119,6 +119,11 @@ impl RevisionPool {
             revision: self.target.revision.clone(),
             launch: self.target.launch.clone(),
             log_path: self.target.log_path.clone(),
+            limits: kl_runtime::Limits::default(),
+            uid: 0,
+            gid: 0,
+            read_only: Vec::new(),
+            egress_socket: None,
         }
     }
 

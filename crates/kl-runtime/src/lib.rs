@@ -1,9 +1,11 @@
 //! Function instances: the runtime seam and its local implementation, which runs each
-//! instance as a process serving HTTP on a unix socket (DESIGN §3, Instance).
+//! instance as a process serving HTTP on a unix socket (DESIGN §3, Instance), optionally inside
+//! a sandbox (DESIGN §4, [`sandbox`]).
 
 mod health;
 mod local;
 mod output;
+pub mod sandbox;
 
 use std::path::PathBuf;
 
@@ -11,7 +13,8 @@ use async_trait::async_trait;
 use kl_core::Launch;
 use thiserror::Error;
 
-pub use local::{Instance, LocalRuntime, LocalRuntimeConfig};
+pub use local::{Instance, Isolation, LocalRuntime, LocalRuntimeConfig};
+pub use sandbox::{SandboxConfig, SupportReport, Usage};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -23,6 +26,43 @@ pub struct StartRequest {
     pub launch: Launch,
     /// The function's log file; instance output is appended to it.
     pub log_path: PathBuf,
+    /// Resource limits, enforced by the sandbox's cgroup (ignored without isolation).
+    pub limits: Limits,
+    /// The unprivileged user and group the sandboxed function runs as (one pair per tenant).
+    pub uid: u32,
+    pub gid: u32,
+    /// Extra paths the sandbox exposes read-only: the dependency layers (Python's
+    /// `KL_DEPS_DIR`, the cache entry Node's `node_modules` links to). The launch's working
+    /// directory, its absolute path arguments (the shim) and the program's installation prefix
+    /// are exposed without being listed; nothing is taken from the launch's environment, which
+    /// users control.
+    pub read_only: Vec<PathBuf>,
+    /// The platform's egress proxy (HTTP CONNECT on a unix socket, host path). Without it, the
+    /// sandbox has only loopback and all egress fails.
+    pub egress_socket: Option<PathBuf>,
+}
+
+/// Resource limits of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Memory (and, where the kernel accounts it, memory plus swap) in bytes.
+    pub memory_bytes: u64,
+    /// CPU time per wall-clock second, in thousandths of a core (`250` = a quarter core).
+    /// `0` means no CPU quota.
+    pub cpu_millis: u32,
+    /// Processes and threads, all together.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    /// 256 MiB, one core, 256 tasks.
+    fn default() -> Limits {
+        Limits {
+            memory_bytes: 256 << 20,
+            cpu_millis: 1000,
+            pids: 256,
+        }
+    }
 }
 
 /// Why an instance could not be started.
@@ -40,6 +80,13 @@ pub enum RuntimeError {
     /// Files the runtime needs could not be created.
     #[error("runtime I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The runtime is configured to sandbox instances but this machine cannot enforce a
+    /// required part of the sandbox (see [`SupportReport`]); nothing is started unsandboxed.
+    #[error("cannot sandbox instances on this machine: {missing}")]
+    SandboxUnavailable { missing: String },
+    /// The sandbox for this instance could not be prepared (cgroup, folders, program).
+    #[error("cannot prepare the sandbox of {revision}: {reason}")]
+    Sandbox { revision: String, reason: String },
 }
 
 /// Starts instances. Implementations: local processes (here), sandboxed processes, Knative.

@@ -1,5 +1,6 @@
 //! The local runtime: each instance is a child process in its own process group, serving on a
-//! unix socket under the runtime's folder, with a clean environment.
+//! unix socket under the runtime's folder, with a clean environment; with
+//! [`Isolation::Sandbox`], that process is the jailer and the function runs in its sandbox.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::health::probe;
 use crate::output::{Tail, pump};
+use crate::sandbox::{HostSandbox, Jail, SandboxConfig, SupportReport, Usage};
 use crate::{Runtime, RuntimeError, StartRequest};
 
 /// Settings of the local runtime.
@@ -24,6 +26,18 @@ pub struct LocalRuntimeConfig {
     pub run_dir: PathBuf,
     /// How long an instance may take to answer its first health check.
     pub startup_timeout: Duration,
+    /// Whether instances run in a sandbox.
+    pub isolation: Isolation,
+}
+
+/// How instances are isolated from the host and from each other.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    /// A plain child process with a clean environment, as the server's user.
+    None,
+    /// The sandbox (DESIGN §4): namespaces, cgroup limits, rlimits, the tenant's user, a
+    /// read-only view of only what the function needs, seccomp.
+    Sandbox(SandboxConfig),
 }
 
 /// Instances still running, by id; an instance leaves when its process exits.
@@ -34,16 +48,40 @@ type Live = Arc<Mutex<HashMap<String, Arc<Instance>>>>;
 pub struct LocalRuntime {
     config: LocalRuntimeConfig,
     live: Live,
+    sandbox: Option<HostSandbox>,
 }
 
 impl LocalRuntime {
+    /// A runtime keeping its sockets in `config.run_dir`. With [`Isolation::Sandbox`] it
+    /// probes the machine (see [`LocalRuntime::support`]); when a required feature is missing
+    /// it is still created, but refuses to start instances.
+    ///
+    /// Sandboxed instances die with the runtime: dropping it kills them.
     pub fn new(config: LocalRuntimeConfig) -> std::io::Result<LocalRuntime> {
         std::fs::create_dir_all(&config.run_dir)?;
+        let sandbox = match &config.isolation {
+            Isolation::None => None,
+            Isolation::Sandbox(sandbox) => Some(HostSandbox::new(sandbox.clone(), &config.run_dir)?),
+        };
         Ok(LocalRuntime {
             config,
             live: Live::default(),
+            sandbox,
         })
     }
+
+    /// What this machine can enforce of the sandbox (`None` without isolation); its
+    /// `Display` is meant for the server's start-up log.
+    pub fn support(&self) -> Option<&SupportReport> {
+        self.sandbox.as_ref().map(HostSandbox::report)
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone)]
+struct Exit {
+    status: String,
+    reason: String,
 }
 
 /// A running instance. Dropping it does not stop it: call [`Instance::kill`] or
@@ -52,19 +90,42 @@ impl LocalRuntime {
 pub struct Instance {
     pub id: String,
     pub revision: String,
+    /// Host path of the socket the instance serves on (inside a sandbox it is
+    /// `/run/kl/fn.sock`).
     pub socket: PathBuf,
+    /// The process the runtime started: the function, or the jailer when sandboxed. It leads
+    /// the instance's process group.
     pub pid: u32,
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// How long the start took, spawn to first healthy answer.
     pub startup: Duration,
-    exit: watch::Receiver<Option<String>>,
+    exit: watch::Receiver<Option<Exit>>,
     tail: Tail,
+    jail: Option<Arc<Jail>>,
 }
 
 impl Instance {
     /// The exit status once the process has exited.
     pub fn exit_status(&self) -> Option<String> {
-        self.exit.borrow().clone()
+        self.exit.borrow().as_ref().map(|e| e.status.clone())
+    }
+
+    /// Why the instance ended, once it has: e.g. `out of memory (limit 128 MiB)` when the
+    /// kernel killed it at its memory limit, else its exit status.
+    pub fn exit_reason(&self) -> Option<String> {
+        self.exit.borrow().as_ref().map(|e| e.reason.clone())
+    }
+
+    /// Resource usage so far, from the sandbox's cgroup (`None` without isolation or once the
+    /// instance has exited and its cgroup is gone).
+    pub fn usage(&self) -> Option<Usage> {
+        let jail = self.jail.as_ref()?;
+        self.exit_status().is_none().then(|| jail.usage())
+    }
+
+    /// Whether the instance runs in a sandbox.
+    pub fn sandboxed(&self) -> bool {
+        self.jail.is_some()
     }
 
     /// Waits up to `limit` for the process to exit; returns its status if it did.
@@ -72,7 +133,7 @@ impl Instance {
         let mut exit = self.exit.clone();
         let waited = tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await;
         match waited {
-            Ok(Ok(status)) => status.clone(),
+            Ok(Ok(exit)) => exit.as_ref().map(|e| e.status.clone()),
             _ => None,
         }
     }
@@ -85,6 +146,11 @@ impl Instance {
     /// Kills the instance and everything it started, at once.
     pub fn kill(&self) {
         self.signal(Signal::KILL);
+        if let Some(jail) = &self.jail
+            && self.exit_status().is_none()
+        {
+            jail.kill();
+        }
     }
 
     /// Asks the instance to stop (SIGTERM), killing it after `grace`.
@@ -115,31 +181,29 @@ impl Drop for Instance {
 impl Runtime for LocalRuntime {
     async fn start(&self, req: StartRequest) -> Result<Arc<Instance>, RuntimeError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let socket = self.config.run_dir.join(format!("{id}.sock"));
-        let mut cmd = Command::new(&req.launch.program);
-        cmd.args(&req.launch.args)
-            .current_dir(&req.launch.cwd)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .env("HOME", std::env::temp_dir())
-            .envs(&req.launch.env)
-            .env("KL_SOCKET", &socket)
-            .env("KL_FUNCTION", &req.function)
-            .env("KL_REVISION", &req.revision)
-            .env("KL_TENANT", &req.tenant)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        let (mut cmd, socket, jail) = match &self.sandbox {
+            None => {
+                let (cmd, socket) = self.plain_command(&req, &id);
+                (cmd, socket, None)
+            }
+            Some(sandbox) => {
+                let (cmd, jail) = sandbox.prepare(&req, &id, &self.config.run_dir)?;
+                (cmd, jail.socket.clone(), Some(Arc::new(jail)))
+            }
+        };
         let spawned_at = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-            program: req.launch.program.clone(),
-            source,
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(source) => {
+                if let Some(jail) = &jail {
+                    jail.clean_up().await;
+                }
+                return Err(RuntimeError::Spawn {
+                    program: cmd.as_std().get_program().to_string_lossy().into_owned(),
+                    source,
+                });
+            }
+        };
         let pid = child.id().expect("a just-spawned child has a pid");
         let tail = Tail::default();
         let prefix = |stream: &str| format!("{} {id} {stream}", req.revision);
@@ -148,7 +212,7 @@ impl Runtime for LocalRuntime {
         let out_pump = tokio::spawn(pump(stdout, req.log_path.clone(), prefix("stdout"), tail.clone()));
         let err_pump = tokio::spawn(pump(stderr, req.log_path.clone(), prefix("stderr"), tail.clone()));
         let (exit_tx, exit_rx) = watch::channel(None);
-        let (live, live_id) = (self.live.clone(), id.clone());
+        let (live, live_id, exit_jail) = (self.live.clone(), id.clone(), jail.clone());
         tokio::spawn(async move {
             let status = child.wait().await;
             // Let the output pumps drain so the tail holds the last words.
@@ -157,7 +221,15 @@ impl Runtime for LocalRuntime {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("unknown status: {e}"),
             };
-            let _ = exit_tx.send(Some(status));
+            let reason = match &exit_jail {
+                Some(jail) => {
+                    let reason = jail.exit_reason(&status);
+                    jail.clean_up().await;
+                    reason
+                }
+                None => status.clone(),
+            };
+            let _ = exit_tx.send(Some(Exit { status, reason }));
             live.lock().expect("live lock").remove(&live_id);
         });
         let mut instance = Instance {
@@ -169,6 +241,7 @@ impl Runtime for LocalRuntime {
             startup: Duration::ZERO,
             exit: exit_rx,
             tail,
+            jail,
         };
         match wait_ready(&instance, self.config.startup_timeout).await {
             Ok(()) => {
@@ -177,6 +250,7 @@ impl Runtime for LocalRuntime {
                     revision = %req.revision,
                     instance = %instance.id,
                     pid,
+                    sandboxed = instance.sandboxed(),
                     ms = instance.startup.as_millis() as u64,
                     "instance ready"
                 );
@@ -209,6 +283,33 @@ impl Runtime for LocalRuntime {
             stops.spawn(async move { instance.stop(grace).await });
         }
         while stops.join_next().await.is_some() {}
+    }
+}
+
+impl LocalRuntime {
+    /// The unsandboxed command: the program itself, in its own process group.
+    fn plain_command(&self, req: &StartRequest, id: &str) -> (Command, PathBuf) {
+        let socket = self.config.run_dir.join(format!("{id}.sock"));
+        let mut cmd = Command::new(&req.launch.program);
+        cmd.args(&req.launch.args)
+            .current_dir(&req.launch.cwd)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .env("HOME", std::env::temp_dir())
+            .envs(&req.launch.env)
+            .env("KL_SOCKET", &socket)
+            .env("KL_FUNCTION", &req.function)
+            .env("KL_REVISION", &req.revision)
+            .env("KL_TENANT", &req.tenant)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        (cmd, socket)
     }
 }
 

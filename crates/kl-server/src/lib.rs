@@ -83,6 +83,7 @@ impl Server {
         let runtime = LocalRuntime::new(LocalRuntimeConfig {
             run_dir: layout.run_dir(),
             startup_timeout: config.startup_timeout,
+            isolation: kl_runtime::Isolation::None,
         })
         .map_err(|source| ServerError::DataDir {
             path: layout.run_dir().display().to_string(),

@@ -13,6 +13,13 @@ use crate::cli::{Cli, Command};
 use crate::client::ApiFailure;
 
 fn main() {
+    // The sandbox's jailer is this binary too (hidden): dispatch before any parsing or runtime.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kl_runtime::sandbox::JAIL_COMMAND)
+    {
+        kl_runtime::sandbox::jail_main(std::env::args_os().collect());
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
