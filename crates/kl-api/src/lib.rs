@@ -87,6 +87,15 @@ pub struct InstanceView {
     pub startup_ms: u64,
 }
 
+/// How an instance of the serving revision last failed (crash, out of memory, timeout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitView {
+    pub instance: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionDetail {
@@ -97,6 +106,8 @@ pub struct FunctionDetail {
     pub spec: Option<FunctionSpec>,
     pub revisions: Vec<RevisionView>,
     pub instances: Vec<InstanceView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

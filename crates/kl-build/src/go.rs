@@ -59,6 +59,8 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: ctx.code.to_path_buf(),
+            // The binary is copied into the artifact: nothing outside it is read.
+            layers: Vec::new(),
         },
         deps_key: key,
         deps_cached: cached,

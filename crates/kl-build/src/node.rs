@@ -34,6 +34,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         None => false,
     };
     let vendored = tokio::fs::try_exists(ctx.code.join("node_modules")).await?;
+    let mut layers = Vec::new();
     let (deps_key, deps_cached) = if has_deps && !vendored {
         let lock = find_lock(ctx).await;
         let lock_bytes = lock.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
@@ -63,6 +64,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         )
         .await?;
         std::os::unix::fs::symlink(layer.join("node_modules"), ctx.code.join("node_modules"))?;
+        layers.push(layer);
         (key, cached)
     } else {
         let why = if vendored {
@@ -84,6 +86,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
             args: vec![shim.display().to_string()],
             env,
             cwd: ctx.code.to_path_buf(),
+            layers,
         },
         deps_key,
         deps_cached,

@@ -31,6 +31,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
         ("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()),
     ]);
+    let mut layers = Vec::new();
     let (deps_key, deps_cached) = if has_reqs {
         let key = cache_key(&[b"python", ctx.version.as_bytes(), reqs.as_bytes()]);
         let (layer, cached) = cache_entry(
@@ -57,6 +58,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         )
         .await?;
         env.insert("KL_DEPS_DIR".to_owned(), layer.display().to_string());
+        layers.push(layer);
         (key, cached)
     } else {
         ctx.log.line("dependencies: none (no requirements.txt)");
@@ -69,6 +71,7 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
             args: vec!["-u".into(), shim.display().to_string()],
             env,
             cwd: ctx.code.to_path_buf(),
+            layers,
         },
         deps_key,
         deps_cached,

@@ -14,4 +14,8 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// Working directory: the function's code.
     pub cwd: PathBuf,
+    /// Dependency layers the instance reads besides its code (the sandbox exposes them
+    /// read-only). Recorded by the builder, never taken from user settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<PathBuf>,
 }

@@ -186,6 +186,12 @@ impl EgressProxies {
         Ok(())
     }
 
+    /// The socket of the tenant's running proxy.
+    pub fn socket(&self, tenant: &str) -> Option<PathBuf> {
+        let proxies = self.proxies.lock().expect("egress proxies lock");
+        proxies.get(tenant).map(|proxy| proxy.path.clone())
+    }
+
     /// Stops the tenant's proxy and its connections; `false` if none ran.
     pub fn remove(&self, tenant: &str) -> bool {
         let removed = self.proxies.lock().expect("egress proxies lock").remove(tenant);

@@ -21,9 +21,17 @@ use thiserror::Error;
 
 pub use admission::Usage;
 use admission::{Ledger, Refusal};
-pub use pool::InstanceStatus;
 use pool::RevisionPool;
+pub use pool::{InstanceStatus, LastExit};
 use ratelimit::{Limited, Rate, RateLimits};
+
+/// What runs of a routed function.
+#[derive(Debug, Clone)]
+pub struct FunctionStatus {
+    pub revision: String,
+    pub instances: Vec<InstanceStatus>,
+    pub last_exit: Option<LastExit>,
+}
 
 /// A ready revision the gateway can serve.
 #[derive(Debug, Clone)]
@@ -34,6 +42,10 @@ pub struct RevisionTarget {
     pub spec: FunctionSpec,
     pub launch: Launch,
     pub log_path: PathBuf,
+    /// The tenant's unprivileged uid (and gid), for sandboxed instances.
+    pub uid: u32,
+    /// The tenant's egress proxy socket; without it a sandboxed instance has no egress.
+    pub egress_socket: Option<PathBuf>,
 }
 
 /// Gateway settings.
@@ -47,6 +59,8 @@ pub struct GatewayConfig {
     pub stop_grace: Duration,
     /// What the node's instances may hold together; unlimited when absent.
     pub capacity: Option<Resources>,
+    /// Processes and threads one instance may run (its cgroup's pids limit).
+    pub pids_per_instance: u32,
 }
 
 /// One invocation, already authenticated and size-checked by the caller.
@@ -222,10 +236,14 @@ impl Gateway {
     }
 
     /// The serving revision and its instances, if the function is routed.
-    pub fn status(&self, tenant: &str, function: &str) -> Option<(String, Vec<InstanceStatus>)> {
+    pub fn status(&self, tenant: &str, function: &str) -> Option<FunctionStatus> {
         let routes = self.routes.load();
         let pool = routes.get(&route_key(tenant, function))?;
-        Some((pool.target.revision.clone(), pool.instances()))
+        Some(FunctionStatus {
+            revision: pool.target.revision.clone(),
+            instances: pool.instances(),
+            last_exit: pool.last_exit(),
+        })
     }
 
     /// Stops routing and stops every instance the runtime started, routed or not (server

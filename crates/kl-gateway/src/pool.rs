@@ -53,6 +53,14 @@ struct PoolState {
     retired: bool,
 }
 
+/// How the revision's last instance to fail ended, for `kl describe`.
+#[derive(Debug, Clone)]
+pub struct LastExit {
+    pub instance: String,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// What `kl describe` shows of an instance.
 #[derive(Debug, Clone)]
 pub struct InstanceStatus {
@@ -70,6 +78,7 @@ pub(crate) struct RevisionPool {
     config: GatewayConfig,
     state: Mutex<PoolState>,
     changed: Notify,
+    last_exit: Mutex<Option<LastExit>>,
 }
 
 /// A claimed slot on an instance; releases it when dropped.
@@ -109,6 +118,7 @@ impl RevisionPool {
             config,
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
+            last_exit: Mutex::new(None),
         }
     }
 
@@ -119,11 +129,15 @@ impl RevisionPool {
             revision: self.target.revision.clone(),
             launch: self.target.launch.clone(),
             log_path: self.target.log_path.clone(),
-            limits: kl_runtime::Limits::default(),
-            uid: 0,
-            gid: 0,
-            read_only: Vec::new(),
-            egress_socket: None,
+            limits: kl_runtime::Limits {
+                memory_bytes: self.target.spec.memory_bytes,
+                cpu_millis: u32::try_from(self.target.spec.cpu_millis).unwrap_or(u32::MAX),
+                pids: self.config.pids_per_instance,
+            },
+            uid: self.target.uid,
+            gid: self.target.uid,
+            read_only: self.target.launch.layers.clone(),
+            egress_socket: self.target.egress_socket.clone(),
         }
     }
 
@@ -154,7 +168,7 @@ impl RevisionPool {
         let deadline = Instant::now() + timeout;
         let (lease, cold) = self.acquire(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut response = crate::proxy::forward(
+        let forwarded = crate::proxy::forward(
             &lease.slot,
             call,
             deadline_ms(remaining),
@@ -162,7 +176,22 @@ impl RevisionPool {
             &self.config,
             &self.target.spec,
         )
-        .await?;
+        .await;
+        let ended = match &forwarded {
+            Err(GatewayError::Crashed(reason)) => Some(reason.clone()),
+            Err(GatewayError::Timeout(limit)) => {
+                Some(format!("killed: a request exceeded the timeout of {limit}"))
+            }
+            _ => None,
+        };
+        if let Some(reason) = ended {
+            *self.last_exit.lock().expect("last exit lock") = Some(LastExit {
+                instance: lease.slot.instance.id.clone(),
+                reason,
+                at: chrono::Utc::now(),
+            });
+        }
+        let mut response = forwarded?;
         let headers = response.headers_mut();
         headers.insert("x-kl-revision", header_value(&self.target.revision));
         if cold {
@@ -250,6 +279,10 @@ impl RevisionPool {
         drop(state);
         self.changed.notify_waiters();
         result
+    }
+
+    pub(crate) fn last_exit(&self) -> Option<LastExit> {
+        self.last_exit.lock().expect("last exit lock").clone()
     }
 
     pub(crate) fn instances(&self) -> Vec<InstanceStatus> {

@@ -66,8 +66,9 @@ pub(crate) async fn forward(
             slot.discard();
             match exit {
                 Some(status) => {
-                    tracing::warn!(instance = %slot.instance.id, %status, "instance crashed during a request");
-                    Err(GatewayError::Crashed(status))
+                    let reason = slot.instance.exit_reason().unwrap_or(status);
+                    tracing::warn!(instance = %slot.instance.id, %reason, "instance crashed during a request");
+                    Err(GatewayError::Crashed(reason))
                 }
                 None => Err(GatewayError::Upstream(reason)),
             }

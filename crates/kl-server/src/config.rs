@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kl_build::UnpackLimits;
 use kl_core::{Resources, SpecLimits};
+use kl_runtime::Isolation;
 
 /// Everything `kl server` can be told.
 #[derive(Debug, Clone)]
@@ -31,6 +32,11 @@ pub struct ServerConfig {
     /// What all instances together may hold; starts beyond it preempt lower priority
     /// classes or wait.
     pub capacity: Resources,
+    /// How instances are isolated. The library default is none (embedding, tests); `kl
+    /// server` sandboxes unless told `--isolation none`.
+    pub isolation: Isolation,
+    /// Processes and threads one instance may run.
+    pub pids_per_instance: u32,
 }
 
 impl ServerConfig {
@@ -49,6 +55,8 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(300),
             startup_timeout: Duration::from_secs(30),
             capacity: node_capacity(),
+            isolation: Isolation::None,
+            pids_per_instance: 256,
         }
     }
 }

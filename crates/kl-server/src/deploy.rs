@@ -333,11 +333,14 @@ pub(crate) async fn target(
     rev: &RevisionRecord,
     spec: kl_core::FunctionSpec,
     launch: Launch,
-) -> std::io::Result<RevisionTarget> {
+) -> Result<RevisionTarget, String> {
     let log_path = state.layout.function_log(&rev.tenant, &rev.function);
     if let Some(parent) = log_path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
     }
+    let tenant = state.store.tenant(&rev.tenant).await.map_err(|e| e.to_string())?;
     Ok(RevisionTarget {
         tenant: rev.tenant.clone(),
         function: rev.function.clone(),
@@ -345,6 +348,8 @@ pub(crate) async fn target(
         spec,
         launch,
         log_path,
+        uid: tenant.uid,
+        egress_socket: state.egress.socket(&rev.tenant),
     })
 }
 
@@ -399,5 +404,5 @@ async fn restore_target(state: &AppState, rev: &RevisionRecord) -> Result<Revisi
         .await
         .map_err(|e| format!("{}: {e}", launch_path.display()))?;
     let launch: Launch = serde_json::from_slice(&launch).map_err(|e| e.to_string())?;
-    target(state, rev, spec, launch).await.map_err(|e| e.to_string())
+    target(state, rev, spec, launch).await
 }

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use http::StatusCode;
-use kl_api::{FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState, RevisionView};
+use kl_api::{
+    ExitView, FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState, RevisionView,
+};
 use kl_build::DOCKERFILE;
 use kl_core::Action;
 use kl_events::{lifecycle, types};
@@ -46,7 +48,7 @@ async fn function_view(
     let instances_running = state
         .gateway
         .status(&f.tenant, &f.name)
-        .map(|(_, list)| list.len())
+        .map(|status| status.instances.len())
         .unwrap_or(0);
     let view = FunctionView {
         tenant: f.tenant.clone(),
@@ -109,22 +111,25 @@ pub(crate) async fn describe(
         .serving_revision
         .and_then(|n| revisions.iter().find(|r| r.number == n))
         .and_then(|r| r.spec.clone());
-    let instances = state
-        .gateway
-        .status(&tenant, &function)
-        .map(|(revision, list)| {
-            list.into_iter()
-                .map(|i| InstanceView {
-                    id: i.id,
-                    revision: revision.clone(),
-                    pid: i.pid,
-                    in_flight: i.in_flight,
-                    started_at: i.started_at,
-                    startup_ms: i.startup_ms,
-                })
-                .collect()
+    let status = state.gateway.status(&tenant, &function);
+    let instances = status
+        .iter()
+        .flat_map(|s| {
+            s.instances.iter().map(|i| InstanceView {
+                id: i.id.clone(),
+                revision: s.revision.clone(),
+                pid: i.pid,
+                in_flight: i.in_flight,
+                started_at: i.started_at,
+                startup_ms: i.startup_ms,
+            })
         })
-        .unwrap_or_default();
+        .collect();
+    let last_exit = status.and_then(|s| s.last_exit).map(|e| ExitView {
+        instance: e.instance,
+        reason: e.reason,
+        at: e.at,
+    });
     Ok(Json(FunctionDetail {
         function: view,
         spec,
@@ -133,6 +138,7 @@ pub(crate) async fn describe(
             .map(|r| revision_view(r, record.serving_revision))
             .collect(),
         instances,
+        last_exit,
     }))
 }
 

@@ -46,6 +46,11 @@ pub enum ServerError {
     Bootstrap(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// Sandboxing was asked for and the machine cannot enforce it.
+    #[error(
+        "the instance sandbox cannot be enforced here ({missing}); run `kl server` as root on a Linux kernel with cgroups, or pass --isolation none for development (no isolation between functions)"
+    )]
+    SandboxUnavailable { missing: String },
 }
 
 /// A bound server, ready to serve.
@@ -83,12 +88,27 @@ impl Server {
         let runtime = LocalRuntime::new(LocalRuntimeConfig {
             run_dir: layout.run_dir(),
             startup_timeout: config.startup_timeout,
-            isolation: kl_runtime::Isolation::None,
+            isolation: config.isolation.clone(),
         })
         .map_err(|source| ServerError::DataDir {
             path: layout.run_dir().display().to_string(),
             source,
         })?;
+        match runtime.support() {
+            Some(report) if report.ready() => {
+                tracing::info!("instance sandbox: what this machine enforces\n{report}");
+            }
+            Some(report) => {
+                tracing::error!("instance sandbox: what this machine enforces\n{report}");
+                return Err(ServerError::SandboxUnavailable {
+                    missing: report.missing(),
+                });
+            }
+            None => tracing::warn!(
+                "ISOLATION IS OFF (--isolation none): functions run as the server's user, can read \
+                 its data dir and each other's code, and reach the network; use only for development"
+            ),
+        }
         let gateway = Gateway::new(
             Arc::new(runtime),
             GatewayConfig {
@@ -96,6 +116,7 @@ impl Server {
                 idle_timeout: config.idle_timeout,
                 stop_grace: std::time::Duration::from_secs(5),
                 capacity: Some(config.capacity),
+                pids_per_instance: config.pids_per_instance,
             },
         );
         let builder = Builder::new(BuilderConfig {

@@ -87,6 +87,18 @@ pub struct ServerArgs {
     /// Memory all instances may hold together (default: the machine's).
     #[arg(long = "capacity-memory", value_parser = parse_bytes)]
     pub capacity_memory: Option<u64>,
+    /// How instances are isolated: a sandbox per instance (refusing to start where it cannot
+    /// be enforced), none (development only), or auto (the sandbox where possible).
+    #[arg(long, value_enum, default_value = "sandbox")]
+    pub isolation: IsolationMode,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationMode {
+    Sandbox,
+    None,
+    Auto,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +111,9 @@ pub struct QuickstartArgs {
     /// Deploy and invoke, then exit instead of serving.
     #[arg(long)]
     pub no_serve: bool,
+    /// As for `kl server`; by default the sandbox where this machine can enforce it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: IsolationMode,
 }
 
 #[derive(Debug, Args)]

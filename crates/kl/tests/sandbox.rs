@@ -92,6 +92,7 @@ impl Fixture {
                     ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
                 ]),
                 cwd: code,
+                layers: Vec::new(),
             },
             log_path: self.dir.path().join("function.log"),
             limits,
@@ -809,23 +810,6 @@ async fn instances_die_with_a_killed_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The dependency layer a built artifact uses, as the platform would list it in
-/// `StartRequest::read_only`: Python's `KL_DEPS_DIR`, or the cache entry Node's
-/// `node_modules` links to (checked to be inside the build cache).
-fn dependency_layers(launch: &Launch, cache: &Path) -> Vec<PathBuf> {
-    let mut layers = Vec::new();
-    if let Some(deps) = launch.env.get("KL_DEPS_DIR") {
-        layers.push(PathBuf::from(deps));
-    }
-    if let Ok(target) = std::fs::read_link(launch.cwd.join("node_modules"))
-        && let Some(entry) = target.parent()
-        && entry.starts_with(cache)
-    {
-        layers.push(entry.to_path_buf());
-    }
-    layers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_functions_of_every_language_run_sandboxed() {
     let Some(fx) = Fixture::sandboxed() else { return };
@@ -833,8 +817,8 @@ async fn built_functions_of_every_language_run_sandboxed() {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kl-cache");
     let builder = kl_build::Builder::new(kl_build::BuilderConfig {
         cache_dir: cache.clone(),
-        limits: kl_core::SpecLimits::default(),
     });
+    let limits = kl_core::SpecLimits::default();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for (name, event, check) in [
         ("py-hello", json!({"name": "kl"}), "\"six\":\"1.16.0\""),
@@ -850,6 +834,7 @@ async fn built_functions_of_every_language_run_sandboxed() {
                 out: &out,
                 settings: &kl_core::FunctionSettings::default(),
                 source_digest: "sha256:test",
+                limits: &limits,
                 log: &log,
             })
             .await
@@ -862,7 +847,7 @@ async fn built_functions_of_every_language_run_sandboxed() {
         let mut req = fx.request("unused", Limits::default());
         req.function = name.into();
         req.revision = format!("{name}-00001");
-        req.read_only = dependency_layers(&artifact.launch, &cache);
+        req.read_only = artifact.launch.layers.clone();
         req.launch = artifact.launch;
         let instance = fx.start_request(req).await;
         let body = invoke(&instance, event)

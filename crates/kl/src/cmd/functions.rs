@@ -156,6 +156,14 @@ pub async fn describe(client: &Client, args: DescribeArgs) -> Result<()> {
         &["ID", "REVISION", "PID", "IN-FLIGHT", "STARTED", "STARTUP"],
         &rows,
     );
+    if let Some(exit) = &detail.last_exit {
+        println!(
+            "\nLast instance failure: {} (instance {}, {})",
+            exit.reason,
+            exit.instance,
+            exit.at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use kl_build::UnpackLimits;
 use kl_server::{Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{DeployArgs, FunctionRef, InvokeArgs, QuickstartArgs, ServerArgs};
+use kl_runtime::{Isolation, SandboxConfig};
+
+use crate::cli::{DeployArgs, FunctionRef, InvokeArgs, IsolationMode, QuickstartArgs, ServerArgs};
 use crate::client::Client;
 use crate::cmd::{deploy, invoke};
 
@@ -52,9 +54,34 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     if let Some(memory) = args.capacity_memory {
         config.capacity.memory_bytes = memory;
     }
+    config.isolation = isolation(args.isolation)?;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The runtime isolation `--isolation` asks for.
+fn isolation(mode: IsolationMode) -> Result<Isolation> {
+    let sandbox = || -> Result<Isolation> {
+        let jailer = std::env::current_exe().context("cannot locate the kl binary, the sandbox's jailer")?;
+        Ok(Isolation::Sandbox(SandboxConfig::new(jailer)))
+    };
+    match mode {
+        IsolationMode::Sandbox => sandbox(),
+        IsolationMode::None => Ok(Isolation::None),
+        IsolationMode::Auto => {
+            let report = kl_runtime::sandbox::probe();
+            if report.ready() {
+                sandbox()
+            } else {
+                eprintln!(
+                    "warning: this machine cannot enforce the instance sandbox ({}); functions run WITHOUT isolation",
+                    report.missing()
+                );
+                Ok(Isolation::None)
+            }
+        }
+    }
 }
 
 pub async fn quickstart(args: QuickstartArgs, data_dir: PathBuf) -> Result<()> {
@@ -71,6 +98,7 @@ pub async fn quickstart(args: QuickstartArgs, data_dir: PathBuf) -> Result<()> {
     }
     let mut config = ServerConfig::new(dir.clone(), args.listen);
     config.cache_dir = Some(data_dir.join("cache"));
+    config.isolation = isolation(args.isolation)?;
     let server = match Server::bind(config.clone()).await {
         Ok(s) => s,
         Err(kl_server::ServerError::Listen { .. }) => {
