@@ -8,17 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --locked -p kl >/dev/null
-kl=$PWD/target/release/kl
+source bench/lib.sh
 work=$(mktemp -d)
-port=$((20000 + RANDOM % 20000))
 export GOCACHE=$work/gocache GOMODCACHE=$work/gomod PIP_NO_CACHE_DIR=1 npm_config_cache=$work/npm
-"$kl" server --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-export KL_URL=http://127.0.0.1:$port KL_DATA_DIR=$work/data
-for _ in $(seq 100); do curl -sf "$KL_URL/healthz" >/dev/null && break; sleep 0.1; done
-token=$(cat "$work/data/admin.token")
+start_server
 
 ms() { date +%s%3N; }
 rows=()

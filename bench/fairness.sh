@@ -13,16 +13,8 @@ secs=${1:-10}
 conns=${2:-32}
 rate=${3:-200}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --locked -p kl >/dev/null
-kl=$PWD/target/release/kl
-work=$(mktemp -d)
-port=$((20000 + RANDOM % 20000))
-"$kl" server --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-export KL_URL=http://127.0.0.1:$port KL_DATA_DIR=$work/data
-for _ in $(seq 100); do curl -sf "$KL_URL/healthz" >/dev/null && break; sleep 0.1; done
-token=$(cat "$work/data/admin.token")
+source bench/lib.sh
+start_server
 api() { curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@" >/dev/null; }
 
 api -X POST "$KL_URL/v1/tenants" -d '{"name":"quiet"}'

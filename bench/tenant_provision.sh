@@ -9,17 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-200}
-cargo build --release --locked -p kl >/dev/null
-kl=$PWD/target/release/kl
-work=$(mktemp -d)
-port=$((20000 + RANDOM % 20000))
-"$kl" server --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-export KL_URL=http://127.0.0.1:$port KL_DATA_DIR=$work/data
-for _ in $(seq 100); do curl -sf "$KL_URL/healthz" >/dev/null && break; sleep 0.1; done
-curl -sf "$KL_URL/healthz" >/dev/null || { echo "the server did not start:" >&2; cat "$work/server.log" >&2; exit 1; }
-token=$(cat "$work/data/admin.token")
+source bench/lib.sh
+start_server
 
 # p50, p99 and max (nearest rank) of the ms figures in file $1.
 stats() {

@@ -68,19 +68,6 @@ fn sockets_below(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-async fn create_tenant(server: &Server, name: &str, spec: Value) {
-    let reply = Reply::read(
-        server
-            .req(Method::POST, "/v1/tenants")
-            .json(&json!({"name": name, "spec": spec}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-}
-
 async fn healthy(server: &Server) {
     let victim = server
         .req(Method::POST, "/fn/victim/secret")
@@ -112,13 +99,10 @@ async fn hostile_functions_cannot_escape_and_the_platform_stays_healthy() {
         "kl server sandboxes by default and reports what it enforces:\n{}",
         server.server_log()
     );
-    create_tenant(&server, "victim", json!({})).await;
-    create_tenant(
-        &server,
-        "evil",
-        json!({"egress": [format!("127.0.0.2:{allowed}")]}),
-    )
-    .await;
+    server.create_tenant("victim", json!({})).await;
+    server
+        .create_tenant("evil", json!({"egress": [format!("127.0.0.2:{allowed}")]}))
+        .await;
     server
         .deploy(&fixture("py-hello"), &["--name", "secret", "--tenant", "victim"])
         .await;

@@ -11,19 +11,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Reply, Server, fixture, text, wait_for};
 
-async fn create_tenant(server: &Server, name: &str, spec: Value) {
-    let reply = Reply::read(
-        server
-            .req(Method::POST, "/v1/tenants")
-            .json(&json!({"name": name, "spec": spec}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-}
-
 async fn invoke(server: &Server, tenant: &str, function: &str) -> Reply {
     let response = server
         .req(Method::POST, &format!("/fn/{tenant}/{function}"))
@@ -71,12 +58,9 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after_and_spare_other_tenants() {
     let server = Server::start().await;
-    create_tenant(
-        &server,
-        "flood",
-        json!({"rateLimit": {"perSecond": 1, "burst": 2}}),
-    )
-    .await;
+    server
+        .create_tenant("flood", json!({"rateLimit": {"perSecond": 1, "burst": 2}}))
+        .await;
     server
         .deploy(&fixture("node-esm"), &["--name", "f", "--tenant", "flood"])
         .await;
@@ -141,12 +125,9 @@ async fn a_function_rate_limit_applies_within_its_tenant() {
 #[tokio::test]
 async fn running_instance_quotas_refuse_by_name_and_free_when_instances_stop() {
     let server = Server::start().await;
-    create_tenant(
-        &server,
-        "small",
-        json!({"quotas": {"memory": "300Mi", "cpu": "1"}}),
-    )
-    .await;
+    server
+        .create_tenant("small", json!({"quotas": {"memory": "300Mi", "cpu": "1"}}))
+        .await;
     server
         .deploy(
             &fixture("node-esm"),
@@ -196,12 +177,12 @@ async fn running_instance_quotas_refuse_by_name_and_free_when_instances_stop() {
 #[tokio::test]
 async fn limit_ranges_fill_defaults_and_bound_functions_and_storage_is_a_hard_quota() {
     let server = Server::start().await;
-    create_tenant(
-        &server,
-        "ranged",
-        json!({"limits": {"maxMemory": "128Mi", "defaultTimeout": "5s"}}),
-    )
-    .await;
+    server
+        .create_tenant(
+            "ranged",
+            json!({"limits": {"maxMemory": "128Mi", "defaultTimeout": "5s"}}),
+        )
+        .await;
     let too_big = server
         .kl(&[
             "deploy",
@@ -251,7 +232,9 @@ async fn limit_ranges_fill_defaults_and_bound_functions_and_storage_is_a_hard_qu
     );
     assert_eq!(widen.code(), "InvalidSpec");
 
-    create_tenant(&server, "tiny", json!({"quotas": {"storage": 64}})).await;
+    server
+        .create_tenant("tiny", json!({"quotas": {"storage": 64}}))
+        .await;
     let stored = server
         .kl(&[
             "deploy",
@@ -272,7 +255,9 @@ async fn limit_ranges_fill_defaults_and_bound_functions_and_storage_is_a_hard_qu
 #[tokio::test]
 async fn concurrent_scale_ups_never_overshoot_the_instances_quota() {
     let server = Server::start().await;
-    create_tenant(&server, "burst", json!({"quotas": {"instances": 3}})).await;
+    server
+        .create_tenant("burst", json!({"quotas": {"instances": 3}}))
+        .await;
     server
         .deploy(
             &fixture("py-errors"),
@@ -311,9 +296,11 @@ async fn concurrent_scale_ups_never_overshoot_the_instances_quota() {
 #[tokio::test]
 async fn a_full_node_preempts_lower_priority_instances_and_best_effort_never_preempts() {
     let server = Server::start_with(&["--capacity-cpu", "1", "--capacity-memory", "4Gi"]).await;
-    create_tenant(&server, "batch", json!({"priority": "low"})).await;
-    create_tenant(&server, "web", json!({"priority": "high"})).await;
-    create_tenant(&server, "spare", json!({"priority": "best-effort"})).await;
+    server.create_tenant("batch", json!({"priority": "low"})).await;
+    server.create_tenant("web", json!({"priority": "high"})).await;
+    server
+        .create_tenant("spare", json!({"priority": "best-effort"}))
+        .await;
     server
         .deploy(
             &fixture("node-esm"),

@@ -248,6 +248,18 @@ impl Server {
             .bearer_auth(self.token())
     }
 
+    /// Creates a tenant with `spec` through the API, as the admin.
+    pub async fn create_tenant(&self, name: &str, spec: serde_json::Value) {
+        let response = self
+            .req(reqwest::Method::POST, "/v1/tenants")
+            .json(&serde_json::json!({"name": name, "spec": spec}))
+            .send()
+            .await
+            .expect("request sent");
+        let reply = Reply::read(response).await;
+        assert_eq!(reply.status, 201, "creating tenant {name}: {}", reply.text());
+    }
+
     /// POSTs JSON to a function; returns status, headers and body.
     pub async fn call(&self, function: &str, sub: &str, body: serde_json::Value) -> Reply {
         let response = self
