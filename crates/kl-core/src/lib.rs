@@ -17,7 +17,7 @@ pub use quantity::{
 };
 pub use scheduling::{
     Admission, NoCapacity, PriorityClass, PriorityError, Request, Resources, Running, drf_order,
-    plan_admission,
+    plan_admission, usage_by_tenant,
 };
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
 pub use tenant::{InstanceLimits, LimitsError, Quota, QuotaExceeded, Quotas, RateSpec, TenantSpec, admit};

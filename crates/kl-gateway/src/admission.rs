@@ -2,7 +2,9 @@
 //! capacity are checked under one lock, so concurrent scale-ups can never overshoot either.
 //! When the node is full, a start of a higher priority class preempts instances of lower
 //! classes (the victims chosen by [`kl_core::plan_admission`]); a victim's share is returned at
-//! once and its instance killed. A reservation's share returns when it is dropped.
+//! once and its instance killed. Starts that can neither fit nor preempt may wait: freed
+//! capacity goes to the waiters by class, then by weighted dominant share
+//! ([`kl_core::drf_order`]). A reservation's share returns when it is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -10,10 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use kl_core::{
     Admission, NoCapacity, PriorityClass, Quota, QuotaExceeded, Quotas, Request, Resources, Running, admit,
-    plan_admission,
+    drf_order, plan_admission, usage_by_tenant,
 };
 use kl_runtime::Instance;
 use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// What one tenant's running instances hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,11 +83,21 @@ struct Held {
     handle: Arc<Handle>,
 }
 
+/// A start waiting for capacity.
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    request: Request,
+    grant: oneshot::Sender<Reservation>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     quotas: HashMap<String, Quotas>,
+    weights: HashMap<String, u32>,
     usage: HashMap<String, Usage>,
     held: HashMap<u64, Held>,
+    waiting: Vec<Waiter>,
     next_seq: u64,
 }
 
@@ -123,10 +137,12 @@ impl Ledger {
         }
     }
 
-    /// Sets a tenant's quotas; usage carries over, so lowering a quota below the current use
-    /// refuses new instances without stopping running ones.
-    pub fn set_quotas(&self, tenant: &str, quotas: Quotas) {
-        self.lock().quotas.insert(tenant.to_owned(), quotas);
+    /// Sets a tenant's quotas and fair-share weight; usage carries over, so lowering a quota
+    /// below the current use refuses new instances without stopping running ones.
+    pub fn set_tenant(&self, tenant: &str, quotas: Quotas, weight: u32) {
+        let mut state = self.lock();
+        state.quotas.insert(tenant.to_owned(), quotas);
+        state.weights.insert(tenant.to_owned(), weight);
     }
 
     /// What a tenant's running instances hold.
@@ -143,7 +159,52 @@ impl Ledger {
         class: PriorityClass,
         resources: Resources,
     ) -> Result<Reservation, Refusal> {
-        let mut state = self.lock();
+        let request = Request {
+            tenant: tenant.to_owned(),
+            class,
+            resources,
+        };
+        self.try_reserve(&mut self.lock(), &request)
+    }
+
+    /// As [`Ledger::reserve`], but when the node is full and nothing can be preempted, waits
+    /// until `deadline` for capacity, served in fair order among the waiters.
+    pub async fn reserve_or_wait(
+        self: &Arc<Self>,
+        tenant: &str,
+        class: PriorityClass,
+        resources: Resources,
+        deadline: Instant,
+    ) -> Result<Reservation, Refusal> {
+        let request = Request {
+            tenant: tenant.to_owned(),
+            class,
+            resources,
+        };
+        let (id, granted, full) = {
+            let mut state = self.lock();
+            let full = match self.try_reserve(&mut state, &request) {
+                Err(Refusal::NoCapacity(full)) => full,
+                other => return other,
+            };
+            let (grant, granted) = oneshot::channel();
+            let id = state.next_seq;
+            state.next_seq += 1;
+            state.waiting.push(Waiter { id, request, grant });
+            (id, granted, full)
+        };
+        match tokio::time::timeout_at(deadline, granted).await {
+            Ok(Ok(reservation)) => Ok(reservation),
+            _ => {
+                self.lock().waiting.retain(|w| w.id != id);
+                Err(full.into())
+            }
+        }
+    }
+
+    /// Admits `request` under the lock, preempting if needed.
+    fn try_reserve(self: &Arc<Self>, state: &mut State, request: &Request) -> Result<Reservation, Refusal> {
+        let (tenant, class, resources) = (request.tenant.as_str(), request.class, request.resources);
         let quotas = state.quotas.get(tenant).cloned().unwrap_or_default();
         let u = state.usage.get(tenant).copied().unwrap_or_default();
         admit(tenant, Quota::Instances, u.instances, 1, quotas.instances.into())?;
@@ -174,12 +235,7 @@ impl Ledger {
                     started_seq: h.seq,
                 })
                 .collect();
-            let request = Request {
-                tenant: tenant.to_owned(),
-                class,
-                resources,
-            };
-            match plan_admission(capacity, &running, &request) {
+            match plan_admission(capacity, &running, request) {
                 Admission::Admit => {}
                 Admission::Preempt(victims) => {
                     for victim in victims {
@@ -230,8 +286,56 @@ impl Ledger {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // A preempted reservation was already released.
-        self.ledger.lock().release(self.id);
+        let grants = {
+            let mut state = self.ledger.lock();
+            // A preempted reservation was already released.
+            if state.release(self.id).is_none() {
+                return;
+            }
+            self.ledger.serve_waiters(&mut state)
+        };
+        // Outside the lock: a grant whose waiter gave up is dropped, and releases itself.
+        for (waiter, reservation) in grants {
+            let _ = waiter.send(reservation);
+        }
+    }
+}
+
+impl Ledger {
+    /// Admits waiters that now fit, in fair order: highest class, then the tenant with the
+    /// smallest weighted dominant share of what runs.
+    fn serve_waiters(
+        self: &Arc<Self>,
+        state: &mut State,
+    ) -> Vec<(oneshot::Sender<Reservation>, Reservation)> {
+        let mut grants = Vec::new();
+        let Some(capacity) = self.capacity else {
+            return grants;
+        };
+        'serve: while !state.waiting.is_empty() {
+            let requests: Vec<Request> = state.waiting.iter().map(|w| w.request.clone()).collect();
+            let running: Vec<Running> = state
+                .held
+                .values()
+                .map(|h| Running {
+                    id: String::new(),
+                    tenant: h.tenant.clone(),
+                    class: h.class,
+                    resources: h.resources,
+                    idle: false,
+                    started_seq: h.seq,
+                })
+                .collect();
+            for at in drf_order(&requests, &usage_by_tenant(&running), &state.weights, capacity) {
+                if let Ok(reservation) = self.try_reserve(state, &requests[at]) {
+                    let waiter = state.waiting.remove(at);
+                    grants.push((waiter.grant, reservation));
+                    continue 'serve;
+                }
+            }
+            break;
+        }
+        grants
     }
 }
 
@@ -263,7 +367,7 @@ mod tests {
 
     fn ledger(instances: u32, cpu: u64, memory: u64) -> Arc<Ledger> {
         let ledger = Arc::new(Ledger::default());
-        ledger.set_quotas(
+        ledger.set_tenant(
             "t",
             Quotas {
                 instances,
@@ -271,6 +375,7 @@ mod tests {
                 memory: ByteQuantity(memory),
                 ..Quotas::default()
             },
+            1,
         );
         ledger
     }
@@ -297,12 +402,13 @@ mod tests {
         let l = ledger(3, 4000, 4 << 30);
         let _a = take(&l, "t", 100, 1 << 20).unwrap();
         let _b = take(&l, "t", 100, 1 << 20).unwrap();
-        l.set_quotas(
+        l.set_tenant(
             "t",
             Quotas {
                 instances: 1,
                 ..Quotas::default()
             },
+            1,
         );
         assert_eq!(l.usage("t").instances, 2);
         let Refusal::Quota(err) = take(&l, "t", 100, 1 << 20).unwrap_err() else {
@@ -368,6 +474,57 @@ mod tests {
         let starting = l.reserve("a", PriorityClass::Low, res(1000, 1 << 20)).unwrap();
         let _high = l.reserve("b", PriorityClass::High, res(1000, 1 << 20)).unwrap();
         assert!(starting.handle.is_evicted());
+    }
+
+    async fn queued(l: &Ledger, n: usize) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while l.lock().waiting.len() < n {
+            assert!(Instant::now() < deadline, "starts did not queue");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn freed_capacity_goes_to_the_waiter_with_the_smallest_share() {
+        let l = node(1000, 1 << 30);
+        let a1 = l.reserve("a", PriorityClass::Medium, res(500, 1)).unwrap();
+        let _a2 = l.reserve("a", PriorityClass::Medium, res(500, 1)).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let wait = |tenant: &'static str| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                l.reserve_or_wait(tenant, PriorityClass::Medium, res(500, 1), deadline)
+                    .await
+            })
+        };
+        let a3 = wait("a");
+        queued(&l, 1).await;
+        let b = wait("b");
+        queued(&l, 2).await;
+        drop(a1);
+        let granted = tokio::time::timeout(std::time::Duration::from_secs(10), b)
+            .await
+            .expect("b is served")
+            .unwrap();
+        assert!(
+            granted.is_ok(),
+            "b, holding nothing, goes before a's earlier request"
+        );
+        assert_eq!(l.lock().waiting.len(), 1, "a still waits");
+        a3.abort();
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gives_up_at_its_deadline_and_leaves_the_queue() {
+        let l = node(1000, 1 << 30);
+        let _a = l.reserve("a", PriorityClass::Medium, res(1000, 1)).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_millis(50);
+        let refused = l
+            .reserve_or_wait("b", PriorityClass::Medium, res(500, 1), deadline)
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Refusal::NoCapacity(_)), "{refused}");
+        assert!(l.lock().waiting.is_empty());
     }
 
     proptest! {

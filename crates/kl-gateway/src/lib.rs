@@ -147,7 +147,7 @@ impl Gateway {
 
     /// Applies a tenant's quotas and rate limit to what runs from now on.
     pub fn set_tenant(&self, tenant: &str, spec: &TenantSpec) {
-        self.ledger.set_quotas(tenant, spec.quotas.clone());
+        self.ledger.set_tenant(tenant, spec.quotas.clone(), spec.weight);
         self.rates.set_tenant(tenant, spec.rate_limit.and_then(rate));
     }
 

@@ -141,14 +141,18 @@ impl RevisionPool {
         }
     }
 
+    /// What one instance holds.
+    fn resources(&self) -> kl_core::Resources {
+        kl_core::Resources {
+            cpu_millis: self.target.spec.cpu_millis,
+            memory_bytes: self.target.spec.memory_bytes,
+        }
+    }
+
     /// Reserves one instance's share of the tenant's quotas and of the node.
     fn reserve(&self) -> Result<Reservation, Refusal> {
-        let spec = &self.target.spec;
-        let resources = kl_core::Resources {
-            cpu_millis: spec.cpu_millis,
-            memory_bytes: spec.memory_bytes,
-        };
-        self.ledger.reserve(&self.target.tenant, spec.priority, resources)
+        self.ledger
+            .reserve(&self.target.tenant, self.target.spec.priority, self.resources())
     }
 
     /// Starts one idle instance (the readiness check of a new revision).
@@ -234,15 +238,43 @@ impl RevisionPool {
                 match may_start.then(|| self.reserve()) {
                     Some(Ok(share)) => {
                         state.starting += 1;
-                        Some(share)
+                        Start::Now(share)
+                    }
+                    // The node is full and nothing runs to wait for: queue for capacity.
+                    Some(Err(Refusal::NoCapacity(_))) if total == 0 => {
+                        state.starting += 1;
+                        Start::WhenCapacity
                     }
                     // Nothing runs that could free a slot: waiting cannot help.
-                    Some(Err(exceeded)) if total == 0 => return Err(exceeded.into()),
-                    // At the quota: wait for a slot on the instances that run.
-                    Some(Err(_)) | None => None,
+                    Some(Err(refusal)) if total == 0 => return Err(refusal.into()),
+                    // At a quota or the node's capacity: wait for a slot on what runs.
+                    Some(Err(_)) | None => Start::No,
                 }
             };
-            if let Some(share) = start {
+            let share = match start {
+                Start::Now(share) => Some(share),
+                Start::WhenCapacity => {
+                    let waited = self
+                        .ledger
+                        .reserve_or_wait(
+                            &self.target.tenant,
+                            self.target.spec.priority,
+                            self.resources(),
+                            deadline,
+                        )
+                        .await;
+                    match waited {
+                        Ok(share) => Some(share),
+                        Err(refusal) => {
+                            self.state.lock().expect("pool lock").starting -= 1;
+                            self.changed.notify_waiters();
+                            return Err(refusal.into());
+                        }
+                    }
+                }
+                Start::No => None,
+            };
+            if let Some(share) = share {
                 return self.start_for_request(share).await.map(|lease| (lease, true));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -365,6 +397,14 @@ impl RevisionPool {
         }
         while stops.join_next().await.is_some() {}
     }
+}
+
+/// Whether a request starts an instance.
+enum Start {
+    Now(Reservation),
+    /// Once the node has capacity for it (fair order among waiting starts).
+    WhenCapacity,
+    No,
 }
 
 fn new_slot(instance: Arc<Instance>, share: Reservation) -> Arc<Slot> {

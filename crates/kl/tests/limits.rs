@@ -304,7 +304,16 @@ async fn a_full_node_preempts_lower_priority_instances_and_best_effort_never_pre
     server
         .deploy(
             &fixture("node-esm"),
-            &["--name", "job", "--tenant", "batch", "--cpu", "600m"],
+            &[
+                "--name",
+                "job",
+                "--tenant",
+                "batch",
+                "--cpu",
+                "600m",
+                "--timeout",
+                "2s",
+            ],
         )
         .await;
     assert_eq!(tenant_usage(&server, "batch").await["instances"], 1);
