@@ -35,18 +35,19 @@ quiet() { # label
   rps=$(awk '/^Requests\/sec/{print $2}' <<<"$out")
   echo "$1|$p50|$p99|$rps"
 }
-flood() {
+flood() { # starts the flood in the background; its pid in $flooding
   wrk -t1 -c"$conns" -d"$((secs + 2))s" -s "$work/post.lua" "$KL_URL/fn/noisy/hello" >"$work/flood.txt" &
+  flooding=$!
   sleep 1
 }
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1000000}}' <<<"$1"; }
 
 results=()
 results+=("$(quiet "alone")")
-flood; results+=("$(quiet "noisy floods, no rate limit")"); wait
+flood; results+=("$(quiet "noisy floods, no rate limit")"); wait "$flooding"
 noisy_unlimited=$(awk '/^Requests\/sec/{print $2}' "$work/flood.txt")
 api -X PUT "$KL_URL/v1/tenants/noisy" -d "{\"quotas\":{\"instances\":20},\"rateLimit\":{\"perSecond\":$rate,\"burst\":$rate}}"
-flood; results+=("$(quiet "noisy floods, limited to ${rate}/s")"); wait
+flood; results+=("$(quiet "noisy floods, limited to ${rate}/s")"); wait "$flooding"
 noisy_limited=$(awk '/^Requests\/sec/{print $2}' "$work/flood.txt")
 
 base_p99=$(to_us "$(cut -d'|' -f3 <<<"${results[0]}")")
