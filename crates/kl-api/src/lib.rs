@@ -106,6 +106,9 @@ pub struct FunctionDetail {
     pub spec: Option<FunctionSpec>,
     pub revisions: Vec<RevisionView>,
     pub instances: Vec<InstanceView>,
+    /// Requests waiting for an instance slot.
+    #[serde(default)]
+    pub queued: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitView>,
 }

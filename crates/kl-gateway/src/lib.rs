@@ -30,6 +30,8 @@ use ratelimit::{Limited, Rate, RateLimits};
 pub struct FunctionStatus {
     pub revision: String,
     pub instances: Vec<InstanceStatus>,
+    /// Requests waiting for an instance slot.
+    pub queued: usize,
     pub last_exit: Option<LastExit>,
 }
 
@@ -61,6 +63,8 @@ pub struct GatewayConfig {
     pub capacity: Option<Resources>,
     /// Processes and threads one instance may run (its cgroup's pids limit).
     pub pids_per_instance: u32,
+    /// Requests one revision may queue while its instances are busy.
+    pub max_queue: usize,
 }
 
 /// One invocation, already authenticated and size-checked by the caller.
@@ -83,6 +87,9 @@ pub enum GatewayError {
     /// Every instance is busy and no more may start; retry later.
     #[error("no capacity: all {instances} instances of {revision} are busy; retry later")]
     NoCapacity { revision: String, instances: usize },
+    /// The revision's queue is full; retry later.
+    #[error("no capacity: {queued} requests already wait for {revision}; retry later")]
+    QueueFull { revision: String, queued: usize },
     /// An instance could not be started.
     #[error("the function could not start: {0}")]
     Start(#[from] RuntimeError),
@@ -242,6 +249,7 @@ impl Gateway {
         Some(FunctionStatus {
             revision: pool.target.revision.clone(),
             instances: pool.instances(),
+            queued: pool.queued(),
             last_exit: pool.last_exit(),
         })
     }

@@ -1,7 +1,9 @@
 //! The instances of one revision: picks the least-loaded instance with a free slot, starts a
-//! new one when all are full (up to max-scale), and waits (with a deadline) otherwise. An
-//! instance never holds more requests than the revision's concurrency.
+//! new one when all are full (up to max-scale), and otherwise queues the request (the
+//! activator): a bounded first-in, first-out line, each request with its deadline. An instance
+//! never holds more requests than the revision's concurrency.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +53,22 @@ struct PoolState {
     entries: Vec<Entry>,
     starting: u32,
     retired: bool,
+    /// Tickets of the queued requests; the smallest is served first.
+    queue: BTreeSet<u64>,
+    next_ticket: u64,
+}
+
+/// A request's place in the queue; leaving (served, timed out or cancelled) frees it.
+struct Ticket<'a> {
+    pool: &'a RevisionPool,
+    id: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.pool.state.lock().expect("pool lock").queue.remove(&self.id);
+        self.pool.changed.notify_waiters();
+    }
 }
 
 /// How the revision's last instance to fail ended, for `kl describe`.
@@ -100,7 +118,8 @@ impl Drop for Lease<'_> {
         }
         drop(state);
         self.slot.share.handle.done();
-        self.pool.changed.notify_one();
+        // Every waiter re-checks, so the head of the queue is sure to see the free slot.
+        self.pool.changed.notify_waiters();
     }
 }
 
@@ -205,8 +224,9 @@ impl RevisionPool {
     }
 
     /// Claims a slot, starting an instance if needed; the bool says whether it was started
-    /// for this request (a cold start).
+    /// for this request (a cold start). Requests that must wait queue in arrival order.
     async fn acquire(&self, deadline: Instant) -> Result<(Lease<'_>, bool), GatewayError> {
+        let mut ticket: Option<Ticket<'_>> = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -214,28 +234,30 @@ impl RevisionPool {
             let start = {
                 let mut state = self.state.lock().expect("pool lock");
                 state.entries.retain(|e| e.slot.alive() || e.in_flight > 0);
+                let first_in_line = match &ticket {
+                    Some(t) => state.queue.first() == Some(&t.id),
+                    None => state.queue.is_empty(),
+                };
                 let limit = self.target.spec.concurrency;
                 let best = state
                     .entries
                     .iter_mut()
                     .filter(|e| e.in_flight < limit && e.slot.alive())
                     .min_by_key(|e| e.in_flight);
-                if let Some(entry) = best {
+                if let (true, Some(entry)) = (first_in_line, best) {
                     entry.in_flight += 1;
                     entry.slot.share.handle.busy();
-                    return Ok((
-                        Lease {
-                            pool: self,
-                            slot: entry.slot.clone(),
-                        },
-                        false,
-                    ));
+                    let slot = entry.slot.clone();
+                    drop(state);
+                    drop(ticket);
+                    return Ok((Lease { pool: self, slot }, false));
                 }
                 let total = state.entries.len() as u32 + state.starting;
                 // A starting instance with several slots will take this request too.
                 let covered = state.starting > 0 && limit > 1;
-                let may_start = !state.retired && total < self.target.spec.max_scale && !covered;
-                match may_start.then(|| self.reserve()) {
+                let may_start =
+                    first_in_line && !state.retired && total < self.target.spec.max_scale && !covered;
+                let start = match may_start.then(|| self.reserve()) {
                     Some(Ok(share)) => {
                         state.starting += 1;
                         Start::Now(share)
@@ -249,7 +271,20 @@ impl RevisionPool {
                     Some(Err(refusal)) if total == 0 => return Err(refusal.into()),
                     // At a quota or the node's capacity: wait for a slot on what runs.
                     Some(Err(_)) | None => Start::No,
+                };
+                if matches!(start, Start::No) && ticket.is_none() {
+                    if state.queue.len() >= self.config.max_queue {
+                        return Err(GatewayError::QueueFull {
+                            revision: self.target.revision.clone(),
+                            queued: state.queue.len(),
+                        });
+                    }
+                    let id = state.next_ticket;
+                    state.next_ticket += 1;
+                    state.queue.insert(id);
+                    ticket = Some(Ticket { pool: self, id });
                 }
+                start
             };
             let share = match start {
                 Start::Now(share) => Some(share),
@@ -275,6 +310,8 @@ impl RevisionPool {
                 Start::No => None,
             };
             if let Some(share) = share {
+                // It leaves the queue: the next in line may start or take a slot meanwhile.
+                drop(ticket.take());
                 return self.start_for_request(share).await.map(|lease| (lease, true));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -285,6 +322,11 @@ impl RevisionPool {
                 });
             }
         }
+    }
+
+    /// Requests waiting in the queue (demand the instances do not yet serve).
+    pub(crate) fn queued(&self) -> usize {
+        self.state.lock().expect("pool lock").queue.len()
     }
 
     async fn start_for_request(&self, share: Reservation) -> Result<Lease<'_>, GatewayError> {

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub isolation: Isolation,
     /// Processes and threads one instance may run.
     pub pids_per_instance: u32,
+    /// Requests one revision may queue while its instances are busy (503 beyond).
+    pub max_queue: usize,
 }
 
 impl ServerConfig {
@@ -57,6 +59,7 @@ impl ServerConfig {
             capacity: node_capacity(),
             isolation: Isolation::None,
             pids_per_instance: 256,
+            max_queue: 1000,
         }
     }
 }

@@ -120,7 +120,9 @@ impl From<GatewayError> for ApiError {
         let (status, code) = match &e {
             G::Quota(_) | G::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RateLimited"),
             G::NoRoute(_) => (StatusCode::NOT_FOUND, "FunctionNotReady"),
-            G::NoCapacity { .. } | G::NodeFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "NoCapacity"),
+            G::NoCapacity { .. } | G::QueueFull { .. } | G::NodeFull(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "NoCapacity")
+            }
             G::Start(_) => (StatusCode::BAD_GATEWAY, "FunctionStartFailed"),
             G::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "FunctionTimeout"),
             G::Crashed(_) => (StatusCode::BAD_GATEWAY, "FunctionCrashed"),

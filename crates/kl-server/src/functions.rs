@@ -125,6 +125,7 @@ pub(crate) async fn describe(
             })
         })
         .collect();
+    let queued = status.as_ref().map_or(0, |s| s.queued);
     let last_exit = status.and_then(|s| s.last_exit).map(|e| ExitView {
         instance: e.instance,
         reason: e.reason,
@@ -138,6 +139,7 @@ pub(crate) async fn describe(
             .map(|r| revision_view(r, record.serving_revision))
             .collect(),
         instances,
+        queued,
         last_exit,
     }))
 }

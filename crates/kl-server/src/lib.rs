@@ -117,6 +117,7 @@ impl Server {
                 stop_grace: std::time::Duration::from_secs(5),
                 capacity: Some(config.capacity),
                 pids_per_instance: config.pids_per_instance,
+                max_queue: config.max_queue,
             },
         );
         let builder = Builder::new(BuilderConfig {

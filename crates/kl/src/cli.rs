@@ -87,6 +87,9 @@ pub struct ServerArgs {
     /// Memory all instances may hold together (default: the machine's).
     #[arg(long = "capacity-memory", value_parser = parse_bytes)]
     pub capacity_memory: Option<u64>,
+    /// Requests one revision may queue while its instances are busy (503 beyond).
+    #[arg(long = "max-queue", default_value_t = 1000)]
+    pub max_queue: usize,
     /// How instances are isolated: a sandbox per instance (refusing to start where it cannot
     /// be enforced), none (development only), or auto (the sandbox where possible).
     #[arg(long, value_enum, default_value = "sandbox")]

@@ -137,7 +137,7 @@ pub async fn describe(client: &Client, args: DescribeArgs) -> Result<()> {
             r.error.as_deref().unwrap_or("-")
         );
     }
-    println!("\nInstances:");
+    println!("\nInstances ({} queued requests):", detail.queued);
     let rows: Vec<Vec<String>> = detail
         .instances
         .iter()

@@ -55,6 +55,7 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
         config.capacity.memory_bytes = memory;
     }
     config.isolation = isolation(args.isolation)?;
+    config.max_queue = args.max_queue;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
