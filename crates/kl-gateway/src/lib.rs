@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod egress;
+mod metrics;
 mod pool;
 mod proxy;
 pub mod ratelimit;
@@ -21,6 +22,7 @@ use thiserror::Error;
 
 pub use admission::Usage;
 use admission::{Ledger, Refusal};
+use metrics::Metrics;
 use pool::RevisionPool;
 pub use pool::{InstanceStatus, LastExit};
 use ratelimit::{Limited, Rate, RateLimits};
@@ -116,6 +118,27 @@ pub enum GatewayError {
     Upstream(String),
 }
 
+impl GatewayError {
+    /// The HTTP status the caller gets: 429 for limits waiting lifts, 503 when no capacity
+    /// freed in time, 502/504 for the function's own failures.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            GatewayError::NoRoute(_) => S::NOT_FOUND,
+            GatewayError::NoCapacity { .. } | GatewayError::QueueFull { .. } | GatewayError::NodeFull(_) => {
+                S::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Quota(q) if !q.is_transient() => S::FORBIDDEN,
+            GatewayError::Quota(_) | GatewayError::RateLimited(_) => S::TOO_MANY_REQUESTS,
+            GatewayError::Timeout(_) => S::GATEWAY_TIMEOUT,
+            GatewayError::Start(_)
+            | GatewayError::Crashed(_)
+            | GatewayError::ResponseTooLarge(_)
+            | GatewayError::Upstream(_) => S::BAD_GATEWAY,
+        }
+    }
+}
+
 /// A revision with a warm instance, not yet routed.
 pub struct Prepared(Arc<RevisionPool>);
 
@@ -132,6 +155,7 @@ pub struct Gateway {
     runtime: Arc<dyn Runtime>,
     ledger: Arc<Ledger>,
     rates: RateLimits,
+    metrics: Arc<Metrics>,
     config: GatewayConfig,
 }
 
@@ -146,6 +170,7 @@ impl Gateway {
             runtime,
             ledger: Arc::new(Ledger::new(config.capacity)),
             rates: RateLimits::new(),
+            metrics: Arc::new(Metrics::new()),
             config,
         });
         tokio::spawn(reap_idle(Arc::downgrade(&gateway)));
@@ -168,6 +193,7 @@ impl Gateway {
             target,
             self.runtime.clone(),
             self.ledger.clone(),
+            self.metrics.clone(),
             self.config.clone(),
         ))
     }
@@ -238,8 +264,28 @@ impl Gateway {
             .get(&route_key(tenant, function))
             .cloned()
             .ok_or_else(|| GatewayError::NoRoute(function.to_owned()))?;
-        self.rates.check(tenant, function)?;
-        pool.invoke(call).await
+        let started = std::time::Instant::now();
+        let result = match self.rates.check(tenant, function) {
+            Ok(()) => pool.invoke(call).await,
+            Err(limited) => Err(limited.into()),
+        };
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(e) => e.status(),
+        };
+        self.metrics
+            .request(&pool.labels, status.as_u16(), started.elapsed());
+        result
+    }
+
+    /// The Prometheus text exposition of the data plane's metrics.
+    pub fn metrics(&self) -> String {
+        let routes = self.routes.load();
+        self.metrics.encode(
+            routes
+                .values()
+                .map(|pool| (pool.labels.clone(), pool.instances().len(), pool.queued())),
+        )
     }
 
     /// The serving revision and its instances, if the function is routed.

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admission::{Ledger, Refusal, Reservation};
+use crate::metrics::{Metrics, RevisionLabels};
 use crate::proxy::Connections;
 use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
 
@@ -91,8 +92,10 @@ pub struct InstanceStatus {
 
 pub(crate) struct RevisionPool {
     pub(crate) target: RevisionTarget,
+    pub(crate) labels: RevisionLabels,
     runtime: Arc<dyn Runtime>,
     ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
     config: GatewayConfig,
     state: Mutex<PoolState>,
     changed: Notify,
@@ -128,12 +131,19 @@ impl RevisionPool {
         target: RevisionTarget,
         runtime: Arc<dyn Runtime>,
         ledger: Arc<Ledger>,
+        metrics: Arc<Metrics>,
         config: GatewayConfig,
     ) -> RevisionPool {
         RevisionPool {
+            labels: RevisionLabels {
+                tenant: target.tenant.clone(),
+                function: target.function.clone(),
+                revision: target.revision.clone(),
+            },
             target,
             runtime,
             ledger,
+            metrics,
             config,
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
@@ -190,6 +200,9 @@ impl RevisionPool {
         let timeout = Duration::from_millis(self.target.spec.timeout_ms);
         let deadline = Instant::now() + timeout;
         let (lease, cold) = self.acquire(deadline).await?;
+        if cold {
+            self.metrics.cold_start(&self.labels, lease.slot.instance.startup);
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let forwarded = crate::proxy::forward(
             &lease.slot,

@@ -117,28 +117,24 @@ impl From<StoreError> for ApiError {
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> ApiError {
         use GatewayError as G;
-        let (status, code) = match &e {
-            G::Quota(_) | G::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RateLimited"),
-            G::NoRoute(_) => (StatusCode::NOT_FOUND, "FunctionNotReady"),
-            G::NoCapacity { .. } | G::QueueFull { .. } | G::NodeFull(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "NoCapacity")
-            }
-            G::Start(_) => (StatusCode::BAD_GATEWAY, "FunctionStartFailed"),
-            G::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "FunctionTimeout"),
-            G::Crashed(_) => (StatusCode::BAD_GATEWAY, "FunctionCrashed"),
-            G::ResponseTooLarge(_) => (StatusCode::BAD_GATEWAY, "ResponseTooLarge"),
-            G::Upstream(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
+        let code = match &e {
+            G::Quota(q) => return q.clone().into(),
+            G::RateLimited(_) => "RateLimited",
+            G::NoRoute(_) => "FunctionNotReady",
+            G::NoCapacity { .. } | G::QueueFull { .. } | G::NodeFull(_) => "NoCapacity",
+            G::Start(_) => "FunctionStartFailed",
+            G::Timeout(_) => "FunctionTimeout",
+            G::Crashed(_) => "FunctionCrashed",
+            G::ResponseTooLarge(_) => "ResponseTooLarge",
+            G::Upstream(_) => "BadGateway",
         };
         let retry_after_secs = match &e {
             G::RateLimited(limited) => Some(limited.retry_after_secs()),
             _ => None,
         };
-        if let G::Quota(q) = e {
-            return q.into();
-        }
         ApiError {
             retry_after_secs,
-            ..ApiError::new(status, code, e.to_string())
+            ..ApiError::new(e.status(), code, e.to_string())
         }
     }
 }

@@ -182,6 +182,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route(fns, get(functions::list))
         .route(
             &format!("{fns}/{{function}}"),
@@ -219,6 +220,23 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text, for platform roles (series name every tenant's functions).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    caller: auth::Caller,
+) -> Result<impl axum::response::IntoResponse, error::ApiError> {
+    state
+        .authorize(&caller, kl_core::Action::ReadAllTenants, None)
+        .await?;
+    Ok((
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.gateway.metrics(),
+    ))
 }
 
 async fn openapi() -> impl axum::response::IntoResponse {

@@ -614,7 +614,7 @@ const TENANT_ROUTES: [Route; 15] = [
 
 /// Every platform-wide route.
 #[rustfmt::skip]
-const PLATFORM_ROUTES: [Route; 7] = [
+const PLATFORM_ROUTES: [Route; 8] = [
     // Tenant roles see their own tenant only (checked in `check_body`).
     r("list tenants",     "GET",    "/v1/tenants",                     MEMBERS_READ,        200, Body::Empty),
     r("create tenant",    "POST",   "/v1/tenants",                     PLATFORM_WRITE,      201, Body::Json(r#"{"name": "{new}"}"#)),
@@ -623,6 +623,7 @@ const PLATFORM_ROUTES: [Route; 7] = [
     r("create token",     "POST",   "/v1/tokens",                      PLATFORM_WRITE,      201, Body::Json(r#"{"name": "m", "role": "operator"}"#)),
     r("revoke unknown",   "DELETE", "/v1/tokens/tok-000000000000",     PLATFORM_WRITE,      404, Body::Empty),
     r("audit log",        "GET",    "/v1/audit",                       PLATFORM_READ,       200, Body::Empty),
+    r("metrics",          "GET",    "/metrics",                        PLATFORM_READ,       200, Body::Empty),
 ];
 
 /// Creates a token as the admin; returns its id and secret.
@@ -779,7 +780,7 @@ async fn every_role_on_every_route_gets_exactly_the_expected_answer() {
     );
     assert_eq!(
         rows,
-        6 * (15 * 2 + 7),
+        6 * (15 * 2 + 8),
         "every caller × every route × own/other tenant"
     );
 
@@ -884,6 +885,11 @@ fn check_body(who: Who, route: &str, target: Target, verdict: Verdict, reply: &R
         "invoke private" => {
             let body = body();
             (body["message"] != "Hello, matrix!").then(|| format!("invoked: {body}"))
+        }
+        "metrics" => {
+            let text = reply.text();
+            let series = r#"kl_instances{tenant="acme",function="hello",revision="hello-00001"} 1"#;
+            (!text.contains(series)).then(|| format!("no {series} in\n{text}"))
         }
         _ => None,
     }
