@@ -87,6 +87,17 @@ pub struct InstanceView {
     pub startup_ms: u64,
 }
 
+/// The serving revision's instances keep failing to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashLoopView {
+    pub failures: u32,
+    /// The last failure, with the instance's last output.
+    pub last_error: String,
+    /// Seconds until the next start is tried.
+    pub retry_in_secs: u64,
+}
+
 /// How an instance of the serving revision last failed (crash, out of memory, timeout).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +122,8 @@ pub struct FunctionDetail {
     pub queued: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_loop: Option<CrashLoopView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub use admission::Usage;
 use admission::{Ledger, Refusal};
 use metrics::Metrics;
 use pool::RevisionPool;
-pub use pool::{InstanceStatus, LastExit};
+pub use pool::{CrashLoop, InstanceStatus, LastExit};
 use ratelimit::{Limited, Rate, RateLimits};
 
 /// What runs of a routed function.
@@ -35,6 +35,7 @@ pub struct FunctionStatus {
     /// Requests waiting for an instance slot.
     pub queued: usize,
     pub last_exit: Option<LastExit>,
+    pub crash_loop: Option<CrashLoop>,
 }
 
 /// A ready revision the gateway can serve.
@@ -89,6 +90,16 @@ pub enum GatewayError {
     /// Every instance is busy and no more may start; retry later.
     #[error("no capacity: all {instances} instances of {revision} are busy; retry later")]
     NoCapacity { revision: String, instances: usize },
+    /// Instances keep failing to start; the next attempt waits for the back-off.
+    #[error(
+        "the function keeps failing to start ({failures} attempts in a row); next attempt in {}s; last error: {last_error}",
+        retry_in.as_secs().max(1)
+    )]
+    CrashLoop {
+        failures: u32,
+        retry_in: Duration,
+        last_error: String,
+    },
     /// The revision's queue is full; retry later.
     #[error("no capacity: {queued} requests already wait for {revision}; retry later")]
     QueueFull { revision: String, queued: usize },
@@ -125,9 +136,10 @@ impl GatewayError {
         use http::StatusCode as S;
         match self {
             GatewayError::NoRoute(_) => S::NOT_FOUND,
-            GatewayError::NoCapacity { .. } | GatewayError::QueueFull { .. } | GatewayError::NodeFull(_) => {
-                S::SERVICE_UNAVAILABLE
-            }
+            GatewayError::NoCapacity { .. }
+            | GatewayError::QueueFull { .. }
+            | GatewayError::NodeFull(_)
+            | GatewayError::CrashLoop { .. } => S::SERVICE_UNAVAILABLE,
             GatewayError::Quota(q) if !q.is_transient() => S::FORBIDDEN,
             GatewayError::Quota(_) | GatewayError::RateLimited(_) => S::TOO_MANY_REQUESTS,
             GatewayError::Timeout(_) => S::GATEWAY_TIMEOUT,
@@ -297,6 +309,7 @@ impl Gateway {
             instances: pool.instances(),
             queued: pool.queued(),
             last_exit: pool.last_exit(),
+            crash_loop: pool.crash_loop(),
         })
     }
 

@@ -57,6 +57,24 @@ struct PoolState {
     /// Tickets of the queued requests; the smallest is served first.
     queue: BTreeSet<u64>,
     next_ticket: u64,
+    /// Set while instances fail to start: no start is tried before `until`.
+    crash_loop: Option<CrashLoop>,
+}
+
+/// Instances of the revision fail to start; starts back off exponentially.
+#[derive(Debug, Clone)]
+pub struct CrashLoop {
+    /// Failed starts in a row.
+    pub failures: u32,
+    /// The last failure, with the instance's last output.
+    pub last_error: String,
+    /// No start is tried before this.
+    pub until: Instant,
+}
+
+/// The pause after `failures` failed starts in a row: 1 s, doubling, at most 60 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// A request's place in the queue; leaving (served, timed out or cancelled) frees it.
@@ -266,10 +284,26 @@ impl RevisionPool {
                     return Ok((Lease { pool: self, slot }, false));
                 }
                 let total = state.entries.len() as u32 + state.starting;
+                if let Some(crash) = state.crash_loop.clone().filter(|c| Instant::now() < c.until)
+                    && total == 0
+                {
+                    return Err(GatewayError::CrashLoop {
+                        failures: crash.failures,
+                        retry_in: crash.until.saturating_duration_since(Instant::now()),
+                        last_error: crash.last_error,
+                    });
+                }
+                let backing_off = state
+                    .crash_loop
+                    .as_ref()
+                    .is_some_and(|c| Instant::now() < c.until);
                 // A starting instance with several slots will take this request too.
                 let covered = state.starting > 0 && limit > 1;
-                let may_start =
-                    first_in_line && !state.retired && total < self.target.spec.max_scale && !covered;
+                let may_start = first_in_line
+                    && !state.retired
+                    && !backing_off
+                    && total < self.target.spec.max_scale
+                    && !covered;
                 let start = match may_start.then(|| self.reserve()) {
                     Some(Ok(share)) => {
                         state.starting += 1;
@@ -352,6 +386,7 @@ impl RevisionPool {
                 Err(GatewayError::NoRoute(self.target.function.clone()))
             }
             Ok(instance) => {
+                state.crash_loop = None;
                 let slot = new_slot(instance, share);
                 slot.share.handle.busy();
                 state.entries.push(Entry {
@@ -361,11 +396,25 @@ impl RevisionPool {
                 });
                 Ok(Lease { pool: self, slot })
             }
-            Err(e) => Err(GatewayError::Start(e)),
+            Err(e) => {
+                let failures = state.crash_loop.as_ref().map_or(0, |c| c.failures) + 1;
+                tracing::warn!(revision = %self.target.revision, failures, error = %e, "instance failed to start; backing off");
+                state.crash_loop = Some(CrashLoop {
+                    failures,
+                    last_error: e.to_string(),
+                    until: Instant::now() + backoff(failures),
+                });
+                Err(GatewayError::Start(e))
+            }
         };
         drop(state);
         self.changed.notify_waiters();
         result
+    }
+
+    /// The crash loop the revision is in, if any.
+    pub(crate) fn crash_loop(&self) -> Option<CrashLoop> {
+        self.state.lock().expect("pool lock").crash_loop.clone()
     }
 
     pub(crate) fn last_exit(&self) -> Option<LastExit> {
@@ -479,4 +528,16 @@ fn deadline_ms(remaining: Duration) -> u64 {
 
 fn header_value(s: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_backoff_doubles_from_one_second_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 60);
+    }
 }

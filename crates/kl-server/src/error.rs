@@ -122,6 +122,7 @@ impl From<GatewayError> for ApiError {
             G::RateLimited(_) => "RateLimited",
             G::NoRoute(_) => "FunctionNotReady",
             G::NoCapacity { .. } | G::QueueFull { .. } | G::NodeFull(_) => "NoCapacity",
+            G::CrashLoop { .. } => "FunctionCrashLoop",
             G::Start(_) => "FunctionStartFailed",
             G::Timeout(_) => "FunctionTimeout",
             G::Crashed(_) => "FunctionCrashed",
@@ -130,6 +131,7 @@ impl From<GatewayError> for ApiError {
         };
         let retry_after_secs = match &e {
             G::RateLimited(limited) => Some(limited.retry_after_secs()),
+            G::CrashLoop { retry_in, .. } => Some(retry_in.as_secs().max(1)),
             _ => None,
         };
         ApiError {

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use http::StatusCode;
 use kl_api::{
-    ExitView, FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState, RevisionView,
+    CrashLoopView, ExitView, FunctionDetail, FunctionList, FunctionView, InstanceView, RevisionState,
+    RevisionView,
 };
 use kl_build::DOCKERFILE;
 use kl_core::Action;
@@ -126,6 +127,17 @@ pub(crate) async fn describe(
         })
         .collect();
     let queued = status.as_ref().map_or(0, |s| s.queued);
+    let crash_loop = status
+        .as_ref()
+        .and_then(|s| s.crash_loop.as_ref())
+        .map(|c| CrashLoopView {
+            failures: c.failures,
+            last_error: c.last_error.clone(),
+            retry_in_secs: c
+                .until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs(),
+        });
     let last_exit = status.and_then(|s| s.last_exit).map(|e| ExitView {
         instance: e.instance,
         reason: e.reason,
@@ -141,6 +153,7 @@ pub(crate) async fn describe(
         instances,
         queued,
         last_exit,
+        crash_loop,
     }))
 }
 

@@ -76,3 +76,81 @@ async fn queued_requests_are_served_in_arrival_order_and_the_queue_is_bounded() 
     );
     assert_eq!(queued(&server).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_backs_off_and_shows_in_describe() {
+    // Without the sandbox the flag file in the test's temp dir is visible to the function.
+    let server = Server::start_with(&["--isolation", "none", "--idle-timeout", "1s"]).await;
+    let flag = server.dir.path().join("crash-flag");
+    let env = format!("CRASH_FLAG={}", flag.display());
+    server
+        .deploy(&fixture("py-crashloop"), &["--name", "flaky", "--env", &env])
+        .await;
+    let invoke = || async {
+        let response = server
+            .req(Method::POST, "/fn/default/flaky")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    };
+    assert_eq!(invoke().await.status, 200);
+    std::fs::write(&flag, "").unwrap();
+    wait_for("the idle instance to stop", Duration::from_secs(30), || async {
+        let out = server.kl(&["describe", "flaky", "-o", "json"]).await;
+        let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+        detail["instances"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+
+    let failed = invoke().await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert!(
+        failed.text().contains("the crash flag is set"),
+        "{}",
+        failed.text()
+    );
+    // The next start waits for the back-off (1 s, doubling): requests meanwhile get 503.
+    let backing_off = wait_for(
+        "a request refused by the back-off",
+        Duration::from_secs(60),
+        || async {
+            let reply = invoke().await;
+            assert!([502, 503].contains(&reply.status), "{}", reply.text());
+            (reply.status == 503).then_some(reply)
+        },
+    )
+    .await;
+    assert_eq!(backing_off.code(), "FunctionCrashLoop");
+    assert!(
+        backing_off.text().contains("attempts in a row"),
+        "{}",
+        backing_off.text()
+    );
+    assert!(!backing_off.header("retry-after").is_empty());
+    let described = server.kl(&["describe", "flaky"]).await;
+    let shown = support::stdout(&described);
+    assert!(
+        shown.contains("CRASH LOOP: ") && shown.contains("failed starts in a row"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("the crash flag is set"),
+        "the last log lines are shown: {shown}"
+    );
+
+    std::fs::remove_file(&flag).unwrap();
+    wait_for(
+        "the back-off to end and a start to succeed",
+        Duration::from_secs(30),
+        || async { (invoke().await.status == 200).then_some(()) },
+    )
+    .await;
+    let out = server.kl(&["describe", "flaky", "-o", "json"]).await;
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        detail.get("crashLoop").is_none(),
+        "a good start ends the crash loop: {detail}"
+    );
+}

@@ -156,6 +156,12 @@ pub async fn describe(client: &Client, args: DescribeArgs) -> Result<()> {
         &["ID", "REVISION", "PID", "IN-FLIGHT", "STARTED", "STARTUP"],
         &rows,
     );
+    if let Some(crash) = &detail.crash_loop {
+        println!(
+            "\nCRASH LOOP: {} failed starts in a row; next attempt in {}s. Last error:\n{}",
+            crash.failures, crash.retry_in_secs, crash.last_error
+        );
+    }
     if let Some(exit) = &detail.last_exit {
         println!(
             "\nLast instance failure: {} (instance {}, {})",
