@@ -746,3 +746,871 @@ pub fn decide(
         next,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn spec(config: AutoscalerConfig) -> DeciderSpec {
+        config.resolve().expect("valid test config")
+    }
+
+    /// containerConcurrency 10: target 10, target value 7 per instance.
+    fn cc10() -> AutoscalerConfig {
+        AutoscalerConfig {
+            container_concurrency: Some(10),
+            ..AutoscalerConfig::default()
+        }
+    }
+
+    /// A revision driven by a synthetic trace with paused time: each tick records one sample
+    /// for the current second, decides, lets the ready count follow at once and advances a
+    /// second.
+    struct Sim {
+        spec: DeciderSpec,
+        window: SampleWindow,
+        state: ScalerState,
+        ready: u32,
+        now: Duration,
+    }
+
+    impl Sim {
+        fn new(config: AutoscalerConfig) -> Sim {
+            let spec = spec(config);
+            Sim {
+                window: SampleWindow::new(spec.stable_window),
+                spec,
+                state: ScalerState::default(),
+                ready: 0,
+                now: Duration::ZERO,
+            }
+        }
+
+        fn tick(&mut self, concurrency: f64) -> ScaleDecision {
+            self.window.record(Sample {
+                at: self.now,
+                concurrency,
+            });
+            let (d, state) = decide(&self.spec, &self.window, self.ready, &self.state, self.now);
+            self.state = state;
+            self.ready = d.desired;
+            self.now += S;
+            d
+        }
+
+        fn run(&mut self, ticks: u64, concurrency: f64) -> Vec<ScaleDecision> {
+            (0..ticks).map(|_| self.tick(concurrency)).collect()
+        }
+    }
+
+    fn desired(ds: &[ScaleDecision]) -> Vec<u32> {
+        ds.iter().map(|d| d.desired).collect()
+    }
+
+    // --- configuration ---
+
+    #[test]
+    fn defaults_are_knatives() {
+        let s = DeciderSpec::default();
+        assert_eq!(s.stable_window, secs(60));
+        assert_eq!(s.panic_window, secs(6));
+        assert_eq!(s.panic_threshold, 2.0);
+        assert_eq!(s.total_value, 100.0);
+        assert!((s.target_value - 70.0).abs() < 1e-9);
+        assert_eq!(s.container_concurrency, 0);
+        assert_eq!(s.target_burst_capacity, 211.0);
+        assert_eq!(s.scale_to_zero_grace_period, secs(30));
+        assert_eq!(s.scale_to_zero_pod_retention_period, Duration::ZERO);
+        assert_eq!(s.max_scale_up_rate, 1000.0);
+        assert_eq!(s.max_scale_down_rate, 2.0);
+        assert_eq!((s.min_scale, s.max_scale, s.initial_scale), (0, 0, 1));
+        assert_eq!(s.scale_down_delay, Duration::ZERO);
+        assert_eq!(s.activation_scale, 1);
+    }
+
+    #[test]
+    fn target_follows_container_concurrency() {
+        assert_eq!(spec(cc10()).total_value, 10.0);
+        assert!((spec(cc10()).target_value - 7.0).abs() < 1e-9);
+        let above = AutoscalerConfig {
+            target: Some(50.0),
+            ..cc10()
+        };
+        assert_eq!(
+            spec(above).total_value,
+            10.0,
+            "target never exceeds the hard limit"
+        );
+        let soft = AutoscalerConfig {
+            target: Some(50.0),
+            target_utilization_percentage: Some(100.0),
+            ..AutoscalerConfig::default()
+        };
+        assert_eq!(spec(soft).target_value, 50.0);
+    }
+
+    #[test]
+    fn reads_camel_case_and_refuses_unknown_fields() {
+        let c: AutoscalerConfig = serde_json::from_str(
+            r#"{"stableWindow":"2m","maxScaleUpRate":10,"minScale":1,"scaleDownDelay":"30s"}"#,
+        )
+        .unwrap();
+        let s = spec(c.clone());
+        assert_eq!(s.stable_window, secs(120));
+        assert_eq!(s.panic_window, secs(12));
+        assert_eq!(s.max_scale_up_rate, 10.0);
+        assert_eq!(s.min_scale, 1);
+        assert_eq!(s.scale_down_delay, secs(30));
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"stableWindow":"2m","maxScaleUpRate":10.0,"minScale":1,"scaleDownDelay":"30s"}"#
+        );
+        assert_eq!(serde_json::to_string(&AutoscalerConfig::default()).unwrap(), "{}");
+        assert!(serde_json::from_str::<AutoscalerConfig>(r#"{"stable-window":"60s"}"#).is_err());
+    }
+
+    #[test]
+    fn overlay_prefers_the_function_over_the_platform() {
+        let platform = AutoscalerConfig {
+            stable_window: Some("90s".into()),
+            max_scale: Some(10),
+            ..AutoscalerConfig::default()
+        };
+        let function = AutoscalerConfig {
+            max_scale: Some(3),
+            min_scale: Some(1),
+            ..AutoscalerConfig::default()
+        };
+        let merged = platform.overlay(function);
+        assert_eq!(merged.stable_window.as_deref(), Some("90s"));
+        assert_eq!(merged.max_scale, Some(3));
+        assert_eq!(merged.min_scale, Some(1));
+        assert_eq!(merged.panic_window_percentage, None);
+    }
+
+    #[test]
+    fn refuses_settings_outside_knatives_ranges() {
+        let bad = |c: AutoscalerConfig| c.resolve().expect_err("should be refused");
+        let e = bad(AutoscalerConfig {
+            min_scale: Some(5),
+            max_scale: Some(2),
+            ..AutoscalerConfig::default()
+        });
+        assert_eq!(
+            e,
+            AutoscaleError::AboveMaxScale {
+                field: "minScale",
+                value: 5,
+                max_scale: 2
+            }
+        );
+        assert!(e.to_string().contains("raise maxScale or lower minScale"), "{e}");
+        for (field, c) in [
+            (
+                "stableWindow",
+                AutoscalerConfig {
+                    stable_window: Some("5s".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "stableWindow",
+                AutoscalerConfig {
+                    stable_window: Some("2h".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "panicWindowPercentage",
+                AutoscalerConfig {
+                    panic_window_percentage: Some(0.5),
+                    ..Default::default()
+                },
+            ),
+            (
+                "panicThresholdPercentage",
+                AutoscalerConfig {
+                    panic_threshold_percentage: Some(100.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "targetUtilizationPercentage",
+                AutoscalerConfig {
+                    target_utilization_percentage: Some(f64::NAN),
+                    ..Default::default()
+                },
+            ),
+            (
+                "containerConcurrency",
+                AutoscalerConfig {
+                    container_concurrency: Some(1001),
+                    ..Default::default()
+                },
+            ),
+            (
+                "target",
+                AutoscalerConfig {
+                    target: Some(0.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "targetBurstCapacity",
+                AutoscalerConfig {
+                    target_burst_capacity: Some(-2.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scaleToZeroGracePeriod",
+                AutoscalerConfig {
+                    scale_to_zero_grace_period: Some("5s".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scaleDownDelay",
+                AutoscalerConfig {
+                    scale_down_delay: Some("2h".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "activationScale",
+                AutoscalerConfig {
+                    activation_scale: Some(0),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            match bad(c) {
+                AutoscaleError::OutOfRange { field: f, .. } => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        for (field, c) in [
+            (
+                "maxScaleUpRate",
+                AutoscalerConfig {
+                    max_scale_up_rate: Some(1.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "maxScaleDownRate",
+                AutoscalerConfig {
+                    max_scale_down_rate: Some(0.5),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            assert!(matches!(bad(c), AutoscaleError::RateTooLow { field: f, .. } if f == field));
+        }
+        assert!(matches!(
+            bad(AutoscalerConfig {
+                stable_window: Some("6500ms".into()),
+                ..Default::default()
+            }),
+            AutoscaleError::NotWholeSeconds {
+                field: "stableWindow",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(AutoscalerConfig {
+                stable_window: Some("soon".into()),
+                ..Default::default()
+            }),
+            AutoscaleError::Duration {
+                field: "stableWindow",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(AutoscalerConfig {
+                initial_scale: Some(4),
+                max_scale: Some(3),
+                ..Default::default()
+            }),
+            AutoscaleError::AboveMaxScale {
+                field: "initialScale",
+                ..
+            }
+        ));
+    }
+
+    // --- sample window ---
+
+    fn window_of(samples: &[(u64, f64)]) -> SampleWindow {
+        let mut w = SampleWindow::new(secs(60));
+        for &(at, c) in samples {
+            w.record(Sample {
+                at: Duration::from_millis(at),
+                concurrency: c,
+            });
+        }
+        w
+    }
+
+    #[test]
+    fn averages_per_second_buckets() {
+        // Two samples in second 0 weigh as one bucket of their mean.
+        let w = window_of(&[(0, 10.0), (500, 30.0), (1000, 20.0), (2000, 20.0)]);
+        assert_eq!(w.average(secs(60), secs(2)), 20.0);
+        // A series that began inside the window is averaged from its first second.
+        let w = window_of(&[(0, 6.0), (3000, 6.0)]);
+        assert_eq!(
+            w.average(secs(60), secs(3)),
+            3.0,
+            "missing seconds inside count as zero"
+        );
+        // The panic window sees only its last seconds.
+        let w = window_of(
+            &(0..60)
+                .map(|s| (s * 1000, if s >= 54 { 12.0 } else { 0.0 }))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(w.average(secs(6), secs(59)), 12.0);
+        assert_eq!(w.average(secs(60), secs(59)), 1.2);
+    }
+
+    #[test]
+    fn leaves_out_seconds_after_the_newest_sample_and_forgets_old_series() {
+        let w = window_of(&(0..=10).map(|s| (s * 1000, 5.0)).collect::<Vec<_>>());
+        assert_eq!(w.average(secs(60), secs(30)), 5.0, "stale but within the window");
+        assert_eq!(w.average(secs(60), secs(71)), 0.0, "nothing in the window");
+        assert_eq!(w.average(secs(6), secs(20)), 0.0);
+        // A gap longer than the window starts a new series.
+        let mut w = window_of(&[(0, 100.0), (1000, 100.0)]);
+        w.record(Sample {
+            at: secs(100),
+            concurrency: 4.0,
+        });
+        w.record(Sample {
+            at: secs(101),
+            concurrency: 2.0,
+        });
+        assert_eq!(w.average(secs(60), secs(101)), 3.0);
+        // A gap within the window keeps the series: averaged over the whole window.
+        let mut w = window_of(&(0..=80).map(|s| (s * 1000, 0.0)).collect::<Vec<_>>());
+        w.record(Sample {
+            at: secs(85),
+            concurrency: 60.0,
+        });
+        assert_eq!(w.average(secs(60), secs(85)), 1.0);
+    }
+
+    #[test]
+    fn ignores_nonsense_concurrency_and_bounds_its_memory() {
+        let mut w = SampleWindow::new(secs(60));
+        for s in 0..1000 {
+            w.record(Sample {
+                at: secs(s),
+                concurrency: f64::NAN,
+            });
+            w.record(Sample {
+                at: secs(s),
+                concurrency: -3.0,
+            });
+        }
+        assert_eq!(w.average(secs(60), secs(999)), 0.0);
+        assert_eq!(w.last_nonzero_at(), None);
+        assert!(w.buckets.len() <= 61, "{}", w.buckets.len());
+    }
+
+    // --- decisions on synthetic traces ---
+
+    #[test]
+    fn new_revision_starts_at_initial_scale() {
+        let s = spec(AutoscalerConfig {
+            initial_scale: Some(3),
+            ..cc10()
+        });
+        let w = SampleWindow::new(s.stable_window);
+        let (d, state) = decide(&s, &w, 0, &ScalerState::default(), Duration::ZERO);
+        assert_eq!((d.desired, d.reason), (3, ScaleReason::InitialScale));
+        // With samples but not yet 3 ready, initial-scale stays a floor.
+        let mut w = w;
+        w.record(Sample {
+            at: S,
+            concurrency: 0.0,
+        });
+        let (d, state) = decide(&s, &w, 2, &state, S);
+        assert_eq!((d.desired, d.reason), (3, ScaleReason::InitialScale));
+        // Once reached, traffic decides: idle, the scale-down rate halves it.
+        let (d, state) = decide(&s, &w, 3, &state, 2 * S);
+        assert_eq!((d.desired, d.reason), (1, ScaleReason::MaxScaleDownRate));
+        assert!(state.scale_target_initialized);
+        // Initial scale 0 starts nothing.
+        let s0 = spec(AutoscalerConfig {
+            initial_scale: Some(0),
+            ..cc10()
+        });
+        let (d, _) = decide(
+            &s0,
+            &SampleWindow::new(secs(60)),
+            0,
+            &ScalerState::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(d.desired, 0);
+    }
+
+    #[test]
+    fn step_jumps_in_panic_then_settles() {
+        let mut sim = Sim::new(cc10());
+        let warm = sim.run(10, 0.0);
+        assert!(
+            warm.iter().all(|d| d.desired == 1 && !d.panic),
+            "{:?}",
+            desired(&warm)
+        );
+        let step = sim.run(8, 50.0);
+        assert!(step[0].panic, "a 50-request step on 1 instance panics");
+        assert_eq!(step[0].desired, 2);
+        // ceil(50 / 7) = 8 once the panic window is full of the step.
+        assert_eq!(step[7].desired, 8, "{:?}", desired(&step));
+        assert!(desired(&step).windows(2).all(|p| p[0] <= p[1]));
+        let rest = sim.run(120, 50.0);
+        assert!(
+            !rest.last().unwrap().panic,
+            "panic ends a stable window after the surge"
+        );
+        assert!(rest.iter().all(|d| d.desired == 8), "{:?}", desired(&rest));
+    }
+
+    #[test]
+    fn ramp_follows_without_overshoot() {
+        // One more request in flight each second: the 6s window leads the 60s one enough to
+        // panic on the way up (as in Knative), but never past what the load needs now, and
+        // never below what it needed a stable window ago.
+        let mut sim = Sim::new(cc10());
+        let ramp: Vec<_> = (0..=100).map(|c| sim.tick(f64::from(c))).collect();
+        for (t, d) in ramp.iter().enumerate() {
+            let need_now = (t as f64 / 7.0).ceil().max(1.0) as u32;
+            assert!(d.desired <= need_now, "at {t}s: {} > {need_now}", d.desired);
+            if t >= 60 {
+                let need_then = ((t - 60) as f64 / 7.0).ceil() as u32;
+                assert!(d.desired >= need_then, "at {t}s: {} < {need_then}", d.desired);
+            }
+        }
+        let hold = sim.run(60, 100.0);
+        assert_eq!(hold.last().unwrap().desired, 15, "ceil(100 / 7)");
+        assert!(!hold.last().unwrap().panic);
+    }
+
+    #[test]
+    fn burst_panics_and_keeps_instances_for_a_stable_window() {
+        let mut sim = Sim::new(cc10());
+        sim.run(70, 5.0);
+        assert_eq!(sim.ready, 1);
+        let burst = sim.run(5, 100.0);
+        assert!(burst.iter().all(|d| d.panic));
+        let peak = burst.last().unwrap().desired;
+        assert!(peak >= 10, "{:?}", desired(&burst));
+        let last_over = sim.state.last_over_threshold_at.unwrap();
+        let after = sim.run(120, 5.0);
+        let panic_ticks = after.iter().take_while(|d| d.panic).count() as u64;
+        let burst_end = sim.now - secs(120);
+        assert!(after[..panic_ticks as usize].iter().all(|d| d.desired >= peak));
+        // Panic ends at the first decision more than a stable window after the last one over
+        // the threshold.
+        assert_eq!(burst_end + secs(panic_ticks), last_over + secs(61));
+        assert!(after.last().unwrap().desired == 1, "{:?}", desired(&after));
+    }
+
+    #[test]
+    fn idle_reaches_zero_only_after_stable_window_and_grace() {
+        let mut sim = Sim::new(cc10());
+        sim.run(10, 7.0);
+        let idle = sim.run(200, 0.0);
+        let first_zero = idle.iter().position(|d| d.desired == 0).unwrap() as u64 + 10;
+        // Last traffic at 9s; 60s stable window + 30s grace.
+        assert_eq!(first_zero, 99);
+        assert_eq!(idle[(first_zero - 10) as usize].reason, ScaleReason::ScaleToZero);
+        assert_eq!(
+            idle[(first_zero - 11) as usize].reason,
+            ScaleReason::ScaleToZeroGracePeriod
+        );
+        assert!(idle[(first_zero - 10) as usize..].iter().all(|d| d.desired == 0));
+
+        let mut kept = Sim::new(AutoscalerConfig {
+            min_scale: Some(1),
+            ..cc10()
+        });
+        kept.run(10, 7.0);
+        assert!(kept.run(300, 0.0).iter().all(|d| d.desired == 1));
+
+        let mut retained = Sim::new(AutoscalerConfig {
+            scale_to_zero_pod_retention_period: Some("2m".into()),
+            ..cc10()
+        });
+        retained.run(10, 7.0);
+        let idle = retained.run(300, 0.0);
+        assert_eq!(
+            idle.iter().position(|d| d.desired == 0).unwrap() + 10,
+            9 + 60 + 120
+        );
+    }
+
+    #[test]
+    fn revision_that_never_sees_traffic_idles_from_its_first_decision() {
+        let mut sim = Sim::new(cc10());
+        let ds = sim.run(100, 0.0);
+        assert_eq!(ds.iter().position(|d| d.desired == 0), Some(90));
+    }
+
+    #[test]
+    fn scale_down_delay_damps_a_sawtooth() {
+        let saw = |delay: &str| {
+            let mut sim = Sim::new(AutoscalerConfig {
+                stable_window: Some("6s".into()),
+                scale_down_delay: Some(delay.into()),
+                ..cc10()
+            });
+            let mut out = Vec::new();
+            for _ in 0..6 {
+                out.extend(sim.run(10, 70.0));
+                out.extend(sim.run(10, 7.0));
+            }
+            desired(&out)
+        };
+        let decreases = |d: &[u32]| d.windows(2).filter(|p| p[1] < p[0]).count();
+        let plain = saw("0s");
+        let damped = saw("30s");
+        assert!(plain[20..].iter().any(|&d| d < 10), "{plain:?}");
+        assert!(damped[10..].iter().all(|&d| d >= 10), "{damped:?}");
+        assert!(
+            decreases(&plain) > 5 && decreases(&damped) == 0,
+            "{plain:?}\n{damped:?}"
+        );
+        assert!(matches!(
+            decide_once(AutoscalerConfig {
+                scale_down_delay: Some("30s".into()),
+                ..cc10()
+            }),
+            ScaleReason::ScaleDownDelay
+        ));
+    }
+
+    /// One busy second then an idle one with a scale-down delay: the delay holds.
+    fn decide_once(config: AutoscalerConfig) -> ScaleReason {
+        let s = spec(AutoscalerConfig {
+            stable_window: Some("6s".into()),
+            ..config
+        });
+        let mut w = SampleWindow::new(s.stable_window);
+        w.record(Sample {
+            at: Duration::ZERO,
+            concurrency: 70.0,
+        });
+        let (_, state) = decide(&s, &w, 10, &ScalerState::default(), Duration::ZERO);
+        for t in 1..=7 {
+            w.record(Sample {
+                at: secs(t),
+                concurrency: 0.0,
+            });
+        }
+        decide(&s, &w, 10, &state, secs(7)).0.reason
+    }
+
+    fn steady(concurrency: f64, up_to: u64) -> SampleWindow {
+        let mut w = SampleWindow::new(secs(60));
+        for t in 0..=up_to {
+            w.record(Sample {
+                at: secs(t),
+                concurrency,
+            });
+        }
+        w
+    }
+
+    #[test]
+    fn scale_rates_limit_each_step() {
+        let mut sim = Sim::new(AutoscalerConfig {
+            max_scale_up_rate: Some(2.0),
+            ..cc10()
+        });
+        sim.run(5, 0.0);
+        let up = sim.run(8, 700.0);
+        assert_eq!(desired(&up), [2, 4, 8, 16, 32, 64, 100, 100]);
+        assert_eq!(up[0].reason, ScaleReason::MaxScaleUpRate);
+
+        let s = spec(cc10());
+        let w = steady(7.0, 70);
+        let mut ready = 16;
+        let mut seen = Vec::new();
+        let mut state = ScalerState::default();
+        for t in 70..75 {
+            let (d, next) = decide(&s, &w, ready, &state, secs(t));
+            assert!(!d.panic);
+            seen.push(d.desired);
+            ready = d.desired;
+            state = next;
+        }
+        assert_eq!(seen, [8, 4, 2, 1, 1]);
+        let (d, _) = decide(&s, &w, 16, &ScalerState::default(), secs(70));
+        assert_eq!(d.reason, ScaleReason::MaxScaleDownRate);
+    }
+
+    #[test]
+    fn min_and_max_scale_clamp() {
+        let s = spec(AutoscalerConfig {
+            max_scale: Some(3),
+            ..cc10()
+        });
+        let (d, _) = decide(&s, &steady(700.0, 70), 3, &ScalerState::default(), secs(70));
+        assert_eq!((d.desired, d.reason), (3, ScaleReason::MaxScale));
+        let s = spec(AutoscalerConfig {
+            min_scale: Some(2),
+            ..cc10()
+        });
+        let (d, _) = decide(&s, &steady(0.0, 200), 2, &ScalerState::default(), secs(200));
+        assert_eq!((d.desired, d.reason), (2, ScaleReason::MinScale));
+    }
+
+    #[test]
+    fn container_concurrency_zero_uses_a_soft_target_of_100() {
+        let w = steady(140.0, 70);
+        let (d, _) = decide(&DeciderSpec::default(), &w, 2, &ScalerState::default(), secs(70));
+        assert_eq!(d.desired, 2, "ceil(140 / 70)");
+        let (d, _) = decide(&spec(cc10()), &w, 20, &ScalerState::default(), secs(70));
+        assert_eq!(d.desired, 20, "ceil(140 / 7)");
+    }
+
+    #[test]
+    fn activation_scale_is_the_floor_when_waking() {
+        let s = spec(AutoscalerConfig {
+            activation_scale: Some(3),
+            ..cc10()
+        });
+        let (d, _) = decide(&s, &steady(1.0, 3), 0, &ScalerState::default(), secs(3));
+        assert_eq!(d.desired, 3);
+        let scaled_to_zero = ScalerState {
+            scale_target_initialized: true,
+            first_decision_at: Some(Duration::ZERO),
+            ..ScalerState::default()
+        };
+        let (d, _) = decide(&s, &steady(0.0, 3), 0, &scaled_to_zero, secs(3));
+        assert_eq!(d.desired, 0, "activation scale does not wake an idle revision");
+    }
+
+    #[test]
+    fn excess_burst_capacity_follows_knative() {
+        let w = steady(50.0, 70);
+        let (d, _) = decide(&DeciderSpec::default(), &w, 3, &ScalerState::default(), secs(70));
+        assert_eq!(d.excess_burst_capacity, (300.0_f64 - 211.0 - 50.0).floor());
+        for (tbc, ebc) in [(0.0, 0.0), (-1.0, -1.0)] {
+            let s = spec(AutoscalerConfig {
+                target_burst_capacity: Some(tbc),
+                ..Default::default()
+            });
+            assert_eq!(
+                decide(&s, &w, 3, &ScalerState::default(), secs(70))
+                    .0
+                    .excess_burst_capacity,
+                ebc
+            );
+        }
+        let (d, _) = decide(
+            &DeciderSpec::default(),
+            &steady(500.0, 70),
+            1,
+            &ScalerState::default(),
+            secs(70),
+        );
+        assert!(
+            d.excess_burst_capacity < 0.0,
+            "a burst beyond capacity keeps the activator in"
+        );
+    }
+
+    // --- properties ---
+
+    fn any_config() -> impl Strategy<Value = AutoscalerConfig> {
+        (
+            (6u64..=120, 1.0f64..=100.0, 110.0f64..=1000.0, 1.0f64..=100.0),
+            (
+                0u32..=50,
+                1.01f64..=10.0,
+                1.01f64..=10.0,
+                prop_oneof![3 => Just(0u32), 1 => 1u32..=3],
+            ),
+            (0u32..=20, 0u32..=3, 1u32..=3, 0u64..=30, 6u64..=60),
+        )
+            .prop_map(
+                |((sw, pwp, ptp, tu), (cc, up, down, min), (extra, init, act, delay, grace))| {
+                    let max = if extra == 0 {
+                        0
+                    } else {
+                        (min.max(init).max(act)) + extra
+                    };
+                    AutoscalerConfig {
+                        stable_window: Some(format!("{sw}s")),
+                        panic_window_percentage: Some(pwp),
+                        panic_threshold_percentage: Some(ptp),
+                        target_utilization_percentage: Some(tu),
+                        container_concurrency: Some(cc),
+                        max_scale_up_rate: Some(up),
+                        max_scale_down_rate: Some(down),
+                        min_scale: Some(min),
+                        max_scale: Some(max),
+                        initial_scale: Some(init),
+                        activation_scale: Some(act),
+                        scale_down_delay: Some(format!("{delay}s")),
+                        scale_to_zero_grace_period: Some(format!("{grace}s")),
+                        ..AutoscalerConfig::default()
+                    }
+                },
+            )
+    }
+
+    /// Seconds of traffic: segments of idle, steady load and bursts, long enough for
+    /// revisions to panic, settle and go to zero.
+    fn any_trace() -> impl Strategy<Value = Vec<f64>> {
+        let level = prop_oneof![2 => Just(0.0), 2 => 0.0f64..30.0, 1 => 0.0f64..2000.0];
+        let segment = prop_oneof![
+            1 => (Just(0.0), 60usize..250),
+            2 => (level.clone(), 1usize..10),
+            2 => (level, 10usize..150),
+        ];
+        prop::collection::vec(segment, 1..12).prop_map(|segments| {
+            segments
+                .into_iter()
+                .flat_map(|(level, len)| std::iter::repeat_n(level, len))
+                .collect()
+        })
+    }
+
+    struct Step {
+        before: ScalerState,
+        ready: u32,
+        decision: ScaleDecision,
+        after: ScalerState,
+        now: Duration,
+        last_traffic: Option<Duration>,
+    }
+
+    /// Runs a trace; `lag` picks how far the ready count moves toward each decision.
+    fn drive(config: AutoscalerConfig, trace: &[f64], lag: &[u8]) -> (DeciderSpec, Vec<Step>) {
+        let s = spec(config);
+        let mut w = SampleWindow::new(s.stable_window);
+        let mut state = ScalerState::default();
+        let mut ready = 0u32;
+        let mut last_traffic = None;
+        let mut steps = Vec::new();
+        for (i, &c) in trace.iter().enumerate() {
+            let now = secs(i as u64);
+            w.record(Sample {
+                at: now,
+                concurrency: c,
+            });
+            if c > 0.0 {
+                last_traffic = Some(now);
+            }
+            let (d, next) = decide(&s, &w, ready, &state, now);
+            let pct = u64::from(lag[i % lag.len()] % 101);
+            let moved = |from: u32, to: u32| {
+                let (lo, hi) = (u64::from(from.min(to)), u64::from(from.max(to)));
+                let step = ((hi - lo) * pct).div_ceil(100) as u32;
+                if to >= from { from + step } else { from - step }
+            };
+            let new_ready = moved(ready, d.desired);
+            steps.push(Step {
+                before: state,
+                ready,
+                decision: d.clone(),
+                after: next.clone(),
+                now,
+                last_traffic,
+            });
+            state = next;
+            ready = new_ready;
+        }
+        (s, steps)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn desired_stays_within_min_and_max(config in any_config(), trace in any_trace(), lag in prop::collection::vec(any::<u8>(), 1..8)) {
+            let (s, steps) = drive(config, &trace, &lag);
+            for st in &steps {
+                prop_assert!(st.decision.desired >= s.min_scale);
+                if s.max_scale > 0 {
+                    prop_assert!(st.decision.desired <= s.max_scale);
+                }
+            }
+        }
+
+        #[test]
+        fn never_scales_down_while_panicking(config in any_config(), trace in any_trace(), lag in prop::collection::vec(any::<u8>(), 1..8)) {
+            let (_, steps) = drive(config, &trace, &lag);
+            for pair in steps.windows(2) {
+                if pair[0].decision.panic && pair[1].decision.panic {
+                    prop_assert!(pair[1].decision.desired >= pair[0].decision.desired,
+                        "at {:?}: {} after {}", pair[1].now, pair[1].decision.desired, pair[0].decision.desired);
+                }
+            }
+        }
+
+        #[test]
+        fn never_exceeds_the_scale_up_rate(config in any_config(), trace in any_trace(), lag in prop::collection::vec(any::<u8>(), 1..8)) {
+            let (s, steps) = drive(config, &trace, &lag);
+            for st in steps.iter().filter(|st| st.ready > 0) {
+                let floor = if st.after.scale_target_initialized { s.min_scale } else { s.min_scale.max(s.initial_scale) };
+                let cap = ((s.max_scale_up_rate * f64::from(st.ready)).ceil() as u32)
+                    .max(s.activation_scale)
+                    .max(floor);
+                prop_assert!(st.decision.desired <= cap,
+                    "at {:?}: {} from {} ready, cap {}", st.now, st.decision.desired, st.ready, cap);
+            }
+        }
+
+        #[test]
+        fn zero_only_after_stable_window_and_grace_without_traffic(config in any_config(), trace in any_trace(), lag in prop::collection::vec(any::<u8>(), 1..8)) {
+            let (s, steps) = drive(config, &trace, &lag);
+            let quiet = s.stable_window + s.scale_to_zero_grace_period;
+            for st in steps.iter().filter(|st| st.decision.desired == 0) {
+                prop_assert_eq!(s.min_scale, 0);
+                if st.decision.reason == ScaleReason::ScaleToZeroGracePeriod {
+                    prop_assert_eq!(st.ready, 0, "holding at zero only what was already zero");
+                    continue;
+                }
+                prop_assert!(st.now >= quiet);
+                if let Some(t) = st.last_traffic {
+                    prop_assert!(st.now - t >= quiet, "zero at {:?}, traffic at {:?}", st.now, t);
+                }
+            }
+        }
+
+        #[test]
+        fn decide_is_deterministic(config in any_config(), trace in any_trace(), lag in prop::collection::vec(any::<u8>(), 1..8)) {
+            let (s, steps) = drive(config, &trace, &lag);
+            let mut w = SampleWindow::new(s.stable_window);
+            for (i, &c) in trace.iter().enumerate() {
+                w.record(Sample { at: secs(i as u64), concurrency: c });
+            }
+            let last = steps.last().unwrap();
+            let mut w2 = SampleWindow::new(s.stable_window);
+            for (i, &c) in trace.iter().enumerate() {
+                w2.record(Sample { at: secs(i as u64), concurrency: c });
+            }
+            let a = decide(&s, &w, last.ready, &last.before, last.now);
+            let b = decide(&s, &w2, last.ready, &last.before, last.now);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&a.0, &last.decision);
+            prop_assert_eq!(&a.1, &last.after);
+        }
+    }
+}
