@@ -535,8 +535,9 @@ pub struct ScalerState {
 pub enum ScaleReason {
     /// New revision: `initial-scale`, before samples or before it first reached that count.
     InitialScale,
-    /// Samples stopped arriving entirely (none ever recorded after initialisation): keep the
-    /// ready count.
+    /// No sample has ever been recorded, but the revision already reached `initial-scale`
+    /// (say `initial-scale` 0, or the window was recreated): keep the ready count, as Knative
+    /// keeps the scale when the decider has no data.
     NoData,
     /// The stable-window average.
     Stable,
