@@ -1,6 +1,7 @@
 //! Domain types and pure logic of knative-lambda: names, quantities, function specs. No IO.
 
 pub mod access;
+pub mod autoscale;
 pub mod launch;
 pub mod name;
 pub mod quantity;
@@ -9,6 +10,10 @@ pub mod spec;
 pub mod tenant;
 
 pub use access::{Action, Decision, Role, authorize};
+pub use autoscale::{
+    AutoscaleError, AutoscalerConfig, DeciderSpec, Sample, SampleWindow, ScaleDecision, ScaleReason,
+    ScalerState, decide,
+};
 pub use launch::Launch;
 pub use name::{NameError, validate_function_name, validate_tenant_name};
 pub use quantity::{
