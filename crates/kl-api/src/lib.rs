@@ -120,6 +120,11 @@ pub struct FunctionDetail {
     /// Requests waiting for an instance slot.
     #[serde(default)]
     pub queued: usize,
+    /// The autoscaler's last decision: instances wanted, and whether it is in panic mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
+    #[serde(default)]
+    pub panic: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::autoscale::{AutoscaleError, AutoscalerConfig};
 use crate::quantity::{
     QuantityError, format_cpu, format_duration, format_memory, parse_cpu, parse_duration, parse_memory,
 };
@@ -75,7 +76,7 @@ impl FromStr for Runtime {
 
 /// Settings as a user writes them; every field optional. Used for `kl.yaml` and for deploy
 /// flags, which are layered with [`FunctionSettings::overlay`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FunctionSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +106,12 @@ pub struct FunctionSettings {
     /// Priority class, at most the tenant's (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<PriorityClass>,
+    /// Instances kept running even without traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_scale: Option<u32>,
+    /// The autoscaler's settings (Knative KPA names), over the platform's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalerConfig>,
 }
 
 impl FunctionSettings {
@@ -124,6 +131,11 @@ impl FunctionSettings {
             public: top.public.or(self.public),
             rate_limit: top.rate_limit.or(self.rate_limit),
             priority: top.priority.or(self.priority),
+            min_scale: top.min_scale.or(self.min_scale),
+            autoscaling: match (self.autoscaling, top.autoscaling) {
+                (Some(base), Some(top)) => Some(base.overlay(top)),
+                (base, top) => top.or(base),
+            },
         }
     }
 
@@ -182,6 +194,23 @@ impl FunctionSettings {
         check_count("concurrency", concurrency, limits.max_concurrency)?;
         let max_scale = self.max_scale.unwrap_or(limits.default_max_scale);
         check_count("maxScale", max_scale, limits.max_max_scale)?;
+        let min_scale = self.min_scale.unwrap_or(0);
+        if min_scale > max_scale {
+            return Err(SpecError::OutOfRange {
+                field: "minScale",
+                value: min_scale.to_string(),
+                min: "0".into(),
+                max: format!("maxScale ({max_scale})"),
+            });
+        }
+        let autoscaling = self.autoscaling.clone().unwrap_or_default();
+        if autoscaling.container_concurrency.is_some()
+            || autoscaling.min_scale.is_some()
+            || autoscaling.max_scale.is_some()
+        {
+            return Err(SpecError::AutoscalingBounds);
+        }
+        autoscaling.resolve()?;
         Ok(FunctionSpec {
             runtime,
             handler,
@@ -194,6 +223,8 @@ impl FunctionSettings {
             cpu_millis,
             rate_limit: self.rate_limit,
             priority: PriorityClass::effective(limits.max_priority, self.priority)?,
+            min_scale,
+            autoscaling,
         })
     }
 }
@@ -249,7 +280,7 @@ impl Default for SpecLimits {
 }
 
 /// The resolved, validated settings a revision runs with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionSpec {
     pub runtime: Runtime,
@@ -267,6 +298,15 @@ pub struct FunctionSpec {
     pub rate_limit: Option<RateSpec>,
     #[serde(default)]
     pub priority: PriorityClass,
+    #[serde(default)]
+    pub min_scale: u32,
+    /// The function's own autoscaler settings; the platform's defaults fill the rest.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub autoscaling: AutoscalerConfig,
+}
+
+fn is_default(config: &AutoscalerConfig) -> bool {
+    *config == AutoscalerConfig::default()
 }
 
 fn default_cpu_millis() -> u64 {
@@ -274,7 +314,7 @@ fn default_cpu_millis() -> u64 {
 }
 
 /// Why settings could not be resolved into a spec.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum SpecError {
     /// `runtime` names no runtime we support.
     #[error("unknown runtime {0:?}: use python, node or go")]
@@ -298,6 +338,12 @@ pub enum SpecError {
     /// The priority class is above the tenant's.
     #[error(transparent)]
     Priority(#[from] PriorityError),
+    /// An autoscaling setting is out of Knative's range.
+    #[error("autoscaling: {0}")]
+    Autoscaling(#[from] AutoscaleError),
+    /// Instance bounds belong at the top level.
+    #[error("set concurrency, minScale and maxScale at the top level of the settings, not under autoscaling")]
+    AutoscalingBounds,
     /// The handler does not fit the runtime's form.
     #[error("handler {handler:?} is invalid for {runtime}: {hint}")]
     InvalidHandler {

@@ -36,6 +36,8 @@ pub struct FunctionStatus {
     pub queued: usize,
     pub last_exit: Option<LastExit>,
     pub crash_loop: Option<CrashLoop>,
+    /// The autoscaler's last decision (desired instances, panic mode).
+    pub scale: Option<kl_core::ScaleDecision>,
 }
 
 /// A ready revision the gateway can serve.
@@ -68,6 +70,8 @@ pub struct GatewayConfig {
     pub pids_per_instance: u32,
     /// Requests one revision may queue while its instances are busy.
     pub max_queue: usize,
+    /// The platform's autoscaler defaults; each function's settings go over them.
+    pub autoscaling: kl_core::AutoscalerConfig,
 }
 
 /// One invocation, already authenticated and size-checked by the caller.
@@ -185,7 +189,7 @@ impl Gateway {
             metrics: Arc::new(Metrics::new()),
             config,
         });
-        tokio::spawn(reap_idle(Arc::downgrade(&gateway)));
+        tokio::spawn(tick(Arc::downgrade(&gateway)));
         gateway
     }
 
@@ -200,20 +204,21 @@ impl Gateway {
         self.ledger.usage(tenant)
     }
 
-    fn pool(&self, target: RevisionTarget) -> Arc<RevisionPool> {
+    fn pool(&self, target: RevisionTarget, restored: bool) -> Arc<RevisionPool> {
         Arc::new(RevisionPool::new(
             target,
             self.runtime.clone(),
             self.ledger.clone(),
             self.metrics.clone(),
             self.config.clone(),
+            restored,
         ))
     }
 
     /// Starts one instance of `target` to prove it serves. The result is routed with
     /// [`Gateway::install`] or dropped with [`Prepared::discard`].
     pub async fn prepare(&self, target: RevisionTarget) -> Result<Prepared, GatewayError> {
-        let pool = self.pool(target);
+        let pool = self.pool(target, false);
         pool.warm_up().await?;
         Ok(Prepared(pool))
     }
@@ -228,7 +233,7 @@ impl Gateway {
     /// first request).
     pub fn restore(&self, target: RevisionTarget) {
         let key = route_key(&target.tenant, &target.function);
-        self.swap_route(&key, Some(self.pool(target)));
+        self.swap_route(&key, Some(self.pool(target, true)));
     }
 
     /// Whether the routed revision of a function is public; `None` when not routed.
@@ -310,6 +315,7 @@ impl Gateway {
             queued: pool.queued(),
             last_exit: pool.last_exit(),
             crash_loop: pool.crash_loop(),
+            scale: pool.scale(),
         })
     }
 
@@ -337,13 +343,16 @@ fn rate(spec: RateSpec) -> Option<Rate> {
     Rate::new(spec.per_second, spec.burst())
 }
 
-/// Stops instances idle for longer than the idle timeout, until the gateway is dropped.
-async fn reap_idle(gateway: std::sync::Weak<Gateway>) {
+/// Every second, until the gateway is dropped: each routed revision's autoscaler tick, then the
+/// idle reaper.
+async fn tick(gateway: std::sync::Weak<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(gateway) = gateway.upgrade() else { return };
         for pool in gateway.routes.load().values() {
+            pool.autoscale();
             pool.reap_idle();
         }
     }

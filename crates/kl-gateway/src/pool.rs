@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kl_runtime::{Instance, Runtime, StartRequest};
+use kl_core::{DeciderSpec, Sample, SampleWindow, ScaleDecision, ScalerState, decide};
+use kl_runtime::{Instance, Runtime, RuntimeError, StartRequest};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -108,6 +109,16 @@ pub struct InstanceStatus {
     pub startup_ms: u64,
 }
 
+/// The revision's autoscaler (Knative's KPA): its settings, the concurrency it observed, its
+/// state and its last decision.
+struct Scaler {
+    spec: DeciderSpec,
+    window: SampleWindow,
+    state: ScalerState,
+    epoch: Instant,
+    last: Option<ScaleDecision>,
+}
+
 pub(crate) struct RevisionPool {
     pub(crate) target: RevisionTarget,
     pub(crate) labels: RevisionLabels,
@@ -118,6 +129,7 @@ pub(crate) struct RevisionPool {
     state: Mutex<PoolState>,
     changed: Notify,
     last_exit: Mutex<Option<LastExit>>,
+    scaler: Mutex<Scaler>,
 }
 
 /// A claimed slot on an instance; releases it when dropped.
@@ -151,8 +163,30 @@ impl RevisionPool {
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
         config: GatewayConfig,
+        restored: bool,
     ) -> RevisionPool {
+        let spec = &target.spec;
+        let mut autoscaling = config.autoscaling.clone().overlay(spec.autoscaling.clone());
+        autoscaling.container_concurrency = Some(spec.concurrency);
+        autoscaling.min_scale = Some(spec.min_scale);
+        autoscaling.max_scale = Some(spec.max_scale);
+        let decider = autoscaling.resolve().unwrap_or_else(|e| {
+            tracing::warn!(revision = %target.revision, error = %e, "autoscaling settings refused; using the defaults");
+            DeciderSpec::default()
+        });
+        let scaler = Scaler {
+            window: SampleWindow::new(decider.stable_window),
+            spec: decider,
+            // A revision restored after a restart starts from zero, as it stood.
+            state: ScalerState {
+                scale_target_initialized: restored,
+                ..ScalerState::default()
+            },
+            epoch: Instant::now(),
+            last: None,
+        };
         RevisionPool {
+            scaler: Mutex::new(scaler),
             labels: RevisionLabels {
                 tenant: target.tenant.clone(),
                 function: target.function.clone(),
@@ -378,6 +412,18 @@ impl RevisionPool {
 
     async fn start_for_request(&self, share: Reservation) -> Result<Lease<'_>, GatewayError> {
         let started = self.runtime.start(self.start_request()).await;
+        let slot = self.started(started, share, 1)?;
+        Ok(Lease { pool: self, slot })
+    }
+
+    /// Records a start's outcome: the new instance joins with `in_flight` requests, or the
+    /// failure feeds the crash-loop back-off.
+    fn started(
+        &self,
+        started: Result<Arc<Instance>, RuntimeError>,
+        share: Reservation,
+        in_flight: u32,
+    ) -> Result<Arc<Slot>, GatewayError> {
         let mut state = self.state.lock().expect("pool lock");
         state.starting -= 1;
         let result = match started {
@@ -388,13 +434,15 @@ impl RevisionPool {
             Ok(instance) => {
                 state.crash_loop = None;
                 let slot = new_slot(instance, share);
-                slot.share.handle.busy();
+                for _ in 0..in_flight {
+                    slot.share.handle.busy();
+                }
                 state.entries.push(Entry {
                     slot: slot.clone(),
-                    in_flight: 1,
+                    in_flight,
                     last_used: Instant::now(),
                 });
-                Ok(Lease { pool: self, slot })
+                Ok(slot)
             }
             Err(e) => {
                 let failures = state.crash_loop.as_ref().map_or(0, |c| c.failures) + 1;
@@ -410,6 +458,87 @@ impl RevisionPool {
         drop(state);
         self.changed.notify_waiters();
         result
+    }
+
+    /// One autoscaler tick: samples the demand (requests in flight and queued), asks the KPA
+    /// for the instance count, and starts or stops instances towards it. Starting waits for no
+    /// one (prewarm); stopping takes idle instances only, least recently used first.
+    pub(crate) fn autoscale(self: &Arc<Self>) {
+        let (demand, ready, starting, retired, backing_off) = {
+            let mut state = self.state.lock().expect("pool lock");
+            state.entries.retain(|e| e.slot.alive() || e.in_flight > 0);
+            let in_flight: u32 = state.entries.iter().map(|e| e.in_flight).sum();
+            let ready = state.entries.iter().filter(|e| e.slot.alive()).count() as u32;
+            let backing_off = state
+                .crash_loop
+                .as_ref()
+                .is_some_and(|c| Instant::now() < c.until);
+            (
+                in_flight as f64 + state.queue.len() as f64,
+                ready,
+                state.starting,
+                state.retired,
+                backing_off,
+            )
+        };
+        if retired {
+            return;
+        }
+        let decision = {
+            let mut scaler = self.scaler.lock().expect("scaler lock");
+            let now = scaler.epoch.elapsed();
+            scaler.window.record(Sample {
+                at: now,
+                concurrency: demand,
+            });
+            let (decision, next) = decide(&scaler.spec, &scaler.window, ready, &scaler.state, now);
+            scaler.state = next;
+            scaler.last = Some(decision.clone());
+            decision
+        };
+        let desired = decision.desired.min(self.target.spec.max_scale);
+        if desired > ready + starting && !backing_off {
+            for _ in 0..desired - ready - starting {
+                let Ok(share) = self.reserve() else { break };
+                self.state.lock().expect("pool lock").starting += 1;
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    let started = pool.runtime.start(pool.start_request()).await;
+                    if pool.started(started, share, 0).is_ok() {
+                        pool.changed.notify_waiters();
+                    }
+                });
+            }
+        } else if desired < ready {
+            self.stop_idle((ready - desired) as usize);
+        }
+    }
+
+    /// Stops up to `count` idle instances, least recently used first.
+    fn stop_idle(&self, count: usize) {
+        let idle: Vec<Arc<Slot>> = {
+            let mut state = self.state.lock().expect("pool lock");
+            let mut candidates: Vec<(Instant, usize)> = state
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.in_flight == 0 && e.slot.alive())
+                .map(|(i, e)| (e.last_used, i))
+                .collect();
+            candidates.sort();
+            let mut chosen: Vec<usize> = candidates.into_iter().take(count).map(|(_, i)| i).collect();
+            chosen.sort_unstable_by(|a, b| b.cmp(a));
+            chosen.into_iter().map(|i| state.entries.remove(i).slot).collect()
+        };
+        let grace = self.config.stop_grace;
+        for slot in idle {
+            tokio::spawn(async move { slot.instance.stop(grace).await });
+        }
+    }
+
+    /// The autoscaler's last decision.
+    pub(crate) fn scale(&self) -> Option<ScaleDecision> {
+        self.scaler.lock().expect("scaler lock").last.clone()
     }
 
     /// The crash loop the revision is in, if any.
@@ -443,9 +572,16 @@ impl RevisionPool {
         let mut idle = Vec::new();
         {
             let mut state = self.state.lock().expect("pool lock");
+            let mut keep = self.target.spec.min_scale as usize;
             state.entries.retain(|e| {
                 let expired = e.in_flight == 0 && now.duration_since(e.last_used) >= self.config.idle_timeout;
-                if expired || (!e.slot.alive() && e.in_flight == 0) {
+                let alive = e.slot.alive();
+                if alive && keep > 0 {
+                    // min-scale instances stay, however idle.
+                    keep -= 1;
+                    return true;
+                }
+                if expired || (!alive && e.in_flight == 0) {
                     idle.push(e.slot.clone());
                     false
                 } else {

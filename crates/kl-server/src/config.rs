@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub pids_per_instance: u32,
     /// Requests one revision may queue while its instances are busy (503 beyond).
     pub max_queue: usize,
+    /// The autoscaler's platform defaults (Knative's unless set); functions override them.
+    pub autoscaling: kl_core::AutoscalerConfig,
 }
 
 impl ServerConfig {
@@ -60,6 +62,7 @@ impl ServerConfig {
             isolation: Isolation::None,
             pids_per_instance: 256,
             max_queue: 1000,
+            autoscaling: kl_core::AutoscalerConfig::default(),
         }
     }
 }

@@ -127,6 +127,8 @@ pub(crate) async fn describe(
         })
         .collect();
     let queued = status.as_ref().map_or(0, |s| s.queued);
+    let scale = status.as_ref().and_then(|s| s.scale.as_ref());
+    let (desired, panic) = (scale.map(|d| d.desired), scale.is_some_and(|d| d.panic));
     let crash_loop = status
         .as_ref()
         .and_then(|s| s.crash_loop.as_ref())
@@ -152,6 +154,8 @@ pub(crate) async fn describe(
             .collect(),
         instances,
         queued,
+        desired,
+        panic,
         last_exit,
         crash_loop,
     }))

@@ -118,6 +118,7 @@ impl Server {
                 capacity: Some(config.capacity),
                 pids_per_instance: config.pids_per_instance,
                 max_queue: config.max_queue,
+                autoscaling: config.autoscaling.clone(),
             },
         );
         let builder = Builder::new(BuilderConfig {

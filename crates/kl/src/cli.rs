@@ -154,6 +154,9 @@ pub struct DeployArgs {
     /// Most instances.
     #[arg(long = "max-scale")]
     pub max_scale: Option<u32>,
+    /// Instances kept running even without traffic.
+    #[arg(long = "min-scale")]
+    pub min_scale: Option<u32>,
     /// Allow invocation without a token.
     #[arg(long)]
     pub public: bool,

@@ -154,3 +154,109 @@ async fn a_crash_loop_backs_off_and_shows_in_describe() {
         "a good start ends the crash loop: {detail}"
     );
 }
+
+fn with_manifest(fixture_name: &str, manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(fixture_name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("kl.yaml"), manifest).unwrap();
+    dir
+}
+
+async fn detail(server: &Server, function: &str) -> Value {
+    let out = server.kl(&["describe", function, "-o", "json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_scales_to_zero_after_the_grace_period_and_keeps_min_scale() {
+    let server = Server::start().await;
+    // Knative's shortest windows, so the test takes seconds, not minutes.
+    let fast = "autoscaling:\n  stableWindow: 6s\n  scaleToZeroGracePeriod: 6s\n";
+    let zero = with_manifest("node-esm", fast);
+    let kept = with_manifest("node-esm", &format!("minScale: 1\n{fast}"));
+    server.deploy(zero.path(), &["--name", "zero"]).await;
+    server.deploy(kept.path(), &["--name", "kept"]).await;
+    let started = tokio::time::Instant::now();
+    for name in ["zero", "kept"] {
+        let reply = Reply::read(
+            server
+                .req(Method::POST, &format!("/fn/default/{name}"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+    wait_for("zero to scale to zero", Duration::from_secs(60), || async {
+        detail(&server, "zero").await["instances"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "not before the stable window and the grace period have passed"
+    );
+    let kept = detail(&server, "kept").await;
+    assert_eq!(
+        kept["instances"].as_array().unwrap().len(),
+        1,
+        "min-scale keeps one: {kept}"
+    );
+    assert_eq!(kept["desired"], 1, "{kept}");
+    let cold = Reply::read(
+        server
+            .req(Method::POST, "/fn/default/zero")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cold.status, 202, "from zero again: {}", cold.text());
+    assert_eq!(cold.header("x-kl-cold-start"), "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_demand_scales_out_and_no_request_is_lost() {
+    let server = Server::start().await;
+    server
+        .deploy(
+            &fixture("py-errors"),
+            &[
+                "--name",
+                "one",
+                "--concurrency",
+                "1",
+                "--max-scale",
+                "6",
+                "--timeout",
+                "30s",
+            ],
+        )
+        .await;
+    let mut calls = Vec::new();
+    for _ in 0..12 {
+        calls.push(call(&server, json!({"action": "sleep", "seconds": 1})));
+    }
+    let mut most = 0;
+    for handle in calls {
+        let (reply, _) = handle.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let d = detail(&server, "one").await;
+        most = most.max(d["instances"].as_array().unwrap().len());
+    }
+    assert!(
+        most > 1,
+        "demand beyond one instance scales out (saw at most {most})"
+    );
+    assert!(most <= 6, "never past max-scale (saw {most})");
+}

@@ -35,6 +35,8 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         public: args.public.then_some(true),
         rate_limit: None,
         priority: args.priority,
+        min_scale: args.min_scale,
+        autoscaling: None,
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     progress.status(&format!(

@@ -137,7 +137,13 @@ pub async fn describe(client: &Client, args: DescribeArgs) -> Result<()> {
             r.error.as_deref().unwrap_or("-")
         );
     }
-    println!("\nInstances ({} queued requests):", detail.queued);
+    let desired = detail.desired.map_or_else(|| "-".to_owned(), |d| d.to_string());
+    let panic = if detail.panic { ", PANIC MODE" } else { "" };
+    println!(
+        "\nInstances: {} running, {desired} desired{panic}; {} queued requests",
+        detail.instances.len(),
+        detail.queued
+    );
     let rows: Vec<Vec<String>> = detail
         .instances
         .iter()

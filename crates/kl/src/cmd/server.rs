@@ -171,6 +171,7 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             timeout: None,
             concurrency: None,
             max_scale: None,
+            min_scale: None,
             public: false,
             no_wait: false,
         };
