@@ -75,7 +75,7 @@ load() { # oha arguments...
            (.latencyPercentiles.p50*1000000|round/1000),
            (.latencyPercentiles.p99*1000000|round/1000),
            ((([.statusCodeDistribution | to_entries[] | select(.key|startswith("2")|not) | .value] | add) // 0)
-            + (([.errorDistribution | to_entries[] | .value] | add) // 0)) ] | map(tostring) | join("|")' "$out"
+            + (([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add) // 0)) ] | map(tostring) | join("|")' "$out"
 }
 warmup() { oha --no-tui -c "$conns" -z 2s -m POST -T application/json -d "$body" "$@" >/dev/null; }
 
