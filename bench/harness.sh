@@ -14,7 +14,7 @@
 # Usage: bench/harness.sh [seconds-per-load-run] [cold-start-runs] [burst-requests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmdline="bench/harness.sh $*"
+cmdline="bench/harness.sh${*:+ $*}"
 secs=${1:-10}
 runs=${2:-10}
 burst=${3:-100}
