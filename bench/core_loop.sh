@@ -21,12 +21,7 @@ bench_fn() { # dir name
   t0=$(ms); "$kl" deploy "$dir" --name "$name" >/dev/null; cold=$(( $(ms) - t0 ))
   t0=$(ms); "$kl" deploy "$dir" --name "$name" --env BENCH=1 >/dev/null; warm=$(( $(ms) - t0 ))
   rows+=("| $name | $dir | ${cold} ms | ${warm} ms |")
-  cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"name":"bench"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $token"
-LUA
+  write_post_lua
   local out p50 p99 rps
   out=$(wrk -t1 -c1 -d"${secs}s" --latency -s "$work/post.lua" "$KL_URL/fn/default/$name")
   p50=$(awk '/^ +50%/{print $2}' <<<"$out"); p99=$(awk '/^ +99%/{print $2}' <<<"$out")

@@ -22,12 +22,7 @@ api -X POST "$KL_URL/v1/tenants" -d '{"name":"noisy","spec":{"quotas":{"instance
 "$kl" deploy examples/go-hello --name hello --tenant quiet >/dev/null
 "$kl" deploy examples/go-hello --name hello --tenant noisy --max-scale 4 >/dev/null
 
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"name":"bench"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $token"
-LUA
+write_post_lua
 quiet() { # label
   local out p50 p99 rps
   out=$(wrk -t1 -c1 -d"${secs}s" --latency -s "$work/post.lua" "$KL_URL/fn/quiet/hello")

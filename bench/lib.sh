@@ -15,3 +15,13 @@ start_server() {
   curl -sf "$KL_URL/healthz" >/dev/null || { echo "the server did not start:" >&2; cat "$work/server.log" >&2; exit 1; }
   token=$(cat "$work/data/admin.token")
 }
+
+# A wrk script posting {"name":"bench"} as JSON with the admin token, written to $work/post.lua.
+write_post_lua() {
+  cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"name":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Reply, Server, fixture, text, wait_for};
+use support::{Reply, Server, fixture, text, wait_for, with_manifest};
 
 async fn queued(server: &Server) -> u64 {
     let out = server.kl(&["describe", "one", "-o", "json"]).await;
@@ -153,16 +153,6 @@ async fn a_crash_loop_backs_off_and_shows_in_describe() {
         detail.get("crashLoop").is_none(),
         "a good start ends the crash loop: {detail}"
     );
-}
-
-fn with_manifest(fixture_name: &str, manifest: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(fixture_name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    std::fs::write(dir.path().join("kl.yaml"), manifest).unwrap();
-    dir
 }
 
 async fn detail(server: &Server, function: &str) -> Value {

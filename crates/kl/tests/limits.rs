@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Reply, Server, fixture, text, wait_for};
+use support::{Reply, Server, fixture, text, wait_for, with_manifest};
 
 async fn invoke(server: &Server, tenant: &str, function: &str) -> Reply {
     let response = server
@@ -32,27 +31,6 @@ async fn tenant_usage(server: &Server, tenant: &str) -> Value {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["usage"].clone()
-}
-
-/// A copy of a fixture with a `kl.yaml`.
-fn with_manifest(fixture_name: &str, manifest: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(fixture_name), dir.path());
-    std::fs::write(dir.path().join("kl.yaml"), manifest).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[tokio::test]
