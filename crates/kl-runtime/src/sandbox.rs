@@ -29,6 +29,17 @@ use std::path::PathBuf;
 
 pub use cgroup::Usage;
 pub(crate) use host::{HostSandbox, Jail};
+
+/// Whether a left-over folder was last changed at least `age` ago: young ones may belong to
+/// a runtime that is filling them right now.
+fn older_than(entry: &std::fs::DirEntry, age: std::time::Duration) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed >= age)
+}
 pub use probe::{Feature, SupportReport, probe};
 
 /// The hidden `kl` sub-command that runs the jailer.

@@ -254,13 +254,13 @@ pub enum AccessCommand {
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
-    Create(TenantCreateArgs),
+    Create(TenantWriteArgs),
     /// List tenants with their usage.
     Ls(OutputArgs),
     /// Show a tenant's settings and its usage against every quota.
     Describe(TenantDescribeArgs),
     /// Change a tenant's settings; prints what changed.
-    Update(TenantUpdateArgs),
+    Update(TenantWriteArgs),
     /// Delete a tenant (refused while it has functions) and its tokens.
     Rm(TenantRef),
 }
@@ -280,17 +280,9 @@ pub struct TenantSpecArgs {
     pub concurrent_builds: Option<u32>,
 }
 
+/// `kl tenant create` and `kl tenant update`.
 #[derive(Debug, Args)]
-pub struct TenantCreateArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub spec: TenantSpecArgs,
-    #[arg(long, short = 'o', value_enum, default_value = "table")]
-    pub output: Format,
-}
-
-#[derive(Debug, Args)]
-pub struct TenantUpdateArgs {
+pub struct TenantWriteArgs {
     pub name: String,
     #[command(flatten)]
     pub spec: TenantSpecArgs,

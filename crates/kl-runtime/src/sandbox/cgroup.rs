@@ -337,12 +337,7 @@ pub(crate) fn sweep(layout: &Layout, parent: &str, older_than: Duration) -> usiz
         };
         for entry in entries.flatten() {
             let dir = entry.path();
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= older_than);
+            let old = super::older_than(&entry, older_than);
             let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
             if dir.is_dir() && old && empty && std::fs::remove_dir(&dir).is_ok() {
                 removed += 1;

@@ -213,12 +213,7 @@ fn sweep_run_dir(run_dir: &Path, older_than: Duration, alive: impl Fn(&str) -> b
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= older_than);
+        let old = super::older_than(&entry, older_than);
         let id = entry.file_name().to_string_lossy().into_owned();
         if old
             && !alive(&id)

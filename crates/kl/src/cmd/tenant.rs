@@ -7,8 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{
-    Format, OutputArgs, TenantCommand, TenantCreateArgs, TenantDescribeArgs, TenantRef, TenantSpecArgs,
-    TenantUpdateArgs,
+    Format, OutputArgs, TenantCommand, TenantDescribeArgs, TenantRef, TenantSpecArgs, TenantWriteArgs,
 };
 use crate::client::{Client, failed_with, segment};
 use crate::cmd::spec::{self, Change, diff, leaves, merge, scalar, tenant_spec};
@@ -110,7 +109,7 @@ fn file_spec(path: &std::path::Path, name: &str) -> Result<Value> {
     Ok(doc.spec.clone())
 }
 
-async fn create(client: &Client, args: TenantCreateArgs) -> Result<()> {
+async fn create(client: &Client, args: TenantWriteArgs) -> Result<()> {
     validate_tenant_name(&args.name)?;
     let spec = spec_from_args(&args.spec, &args.name, None)?;
     let view = create_tenant(client, &args.name, &spec).await?;
@@ -121,7 +120,7 @@ async fn create(client: &Client, args: TenantCreateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn update(client: &Client, args: TenantUpdateArgs) -> Result<()> {
+async fn update(client: &Client, args: TenantWriteArgs) -> Result<()> {
     let given = &args.spec;
     if given.file.is_none() && given.functions.is_none() && given.concurrent_builds.is_none() {
         bail!("nothing to change: pass -f FILE, --functions N or --concurrent-builds N");
