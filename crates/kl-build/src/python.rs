@@ -2,6 +2,7 @@
 //! requirements and the interpreter version.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
@@ -18,6 +19,27 @@ async fn interpreter() -> Result<String, BuildError> {
             program: "python3".into(),
         })
 }
+
+/// Compiles the shim to `kl_shim.pyc` (which the launch runs) and the function's code to
+/// `__pycache__`, at build time: the sandbox's view of the code is read-only, so otherwise
+/// every cold start would compile them again.
+async fn precompile(shim: &Path, ctx: &LangContext<'_>) -> Result<PathBuf, BuildError> {
+    let compiled = shim.with_extension("pyc");
+    let mut py = Command::new("python3");
+    py.args(["-S", "-c", PRECOMPILE])
+        .arg(shim)
+        .arg(&compiled)
+        .arg(ctx.code)
+        .current_dir(ctx.code);
+    command::run("precompile", &mut py, ctx.log).await?;
+    Ok(compiled)
+}
+
+/// `python3 -S -c PRECOMPILE SHIM SHIM_PYC CODE_DIR`. Files that do not compile are left to
+/// fail at load time, where the shim reports them with the handler's traceback.
+const PRECOMPILE: &str = "import compileall, py_compile, sys
+py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)
+compileall.compile_dir(sys.argv[3], quiet=2)";
 
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
     let reqs_path = ctx.root.join("requirements.txt");
@@ -65,10 +87,14 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         (String::new(), true)
     };
     let shim = shims::write(ctx.out, shims::PYTHON_FILE, shims::PYTHON).await?;
+    let compiled = precompile(&shim, ctx).await?;
     Ok(Prepared {
         launch: Launch {
             program: interpreter().await?,
-            args: vec!["-u".into(), shim.display().to_string()],
+            // `-S`: no `site`, so a function sees only the standard library, its code and its
+            // declared dependencies, as in its container image (whose `site-packages` holds
+            // just those), and starts without the host's `.pth` files.
+            args: vec!["-u".into(), "-S".into(), compiled.display().to_string()],
             env,
             cwd: ctx.code.to_path_buf(),
             layers,

@@ -298,11 +298,16 @@ impl Gateway {
     /// The Prometheus text exposition of the data plane's metrics.
     pub fn metrics(&self) -> String {
         let routes = self.routes.load();
-        self.metrics.encode(
-            routes
-                .values()
-                .map(|pool| (pool.labels.clone(), pool.instances().len(), pool.queued())),
-        )
+        self.metrics.encode(routes.values().map(|pool| {
+            let scale = pool.scale();
+            let gauges = metrics::RevisionGauges {
+                instances: pool.instances().len(),
+                desired: scale.as_ref().map(|s| s.desired),
+                panic: scale.is_some_and(|s| s.panic),
+                queued: pool.queued(),
+            };
+            (pool.labels.clone(), gauges)
+        }))
     }
 
     /// The serving revision and its instances, if the function is routed.

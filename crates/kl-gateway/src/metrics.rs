@@ -46,7 +46,18 @@ pub(crate) struct Metrics {
     cold_starts: Family<RevisionLabels, Counter>,
     cold_start_seconds: Histograms,
     instances: Family<RevisionLabels, Gauge>,
+    desired: Family<RevisionLabels, Gauge>,
+    panic: Family<RevisionLabels, Gauge>,
     queued: Family<RevisionLabels, Gauge>,
+}
+
+/// A routed revision's state at scrape time.
+pub(crate) struct RevisionGauges {
+    pub instances: usize,
+    /// The autoscaler's last decision, when it has made one.
+    pub desired: Option<u32>,
+    pub panic: bool,
+    pub queued: usize,
 }
 
 impl Metrics {
@@ -57,6 +68,8 @@ impl Metrics {
         let cold_starts = Family::<RevisionLabels, Counter>::default();
         let cold_start_seconds = Histograms::new_with_constructor(startup_histogram);
         let instances = Family::<RevisionLabels, Gauge>::default();
+        let desired = Family::<RevisionLabels, Gauge>::default();
+        let panic = Family::<RevisionLabels, Gauge>::default();
         let queued = Family::<RevisionLabels, Gauge>::default();
         registry.register("requests", "Invocations by HTTP status", requests.clone());
         registry.register(
@@ -76,6 +89,16 @@ impl Metrics {
         );
         registry.register("instances", "Running instances", instances.clone());
         registry.register(
+            "desired_instances",
+            "Instances the autoscaler wants (its last decision)",
+            desired.clone(),
+        );
+        registry.register(
+            "panic_mode",
+            "1 while the autoscaler is in panic mode",
+            panic.clone(),
+        );
+        registry.register(
             "queued_requests",
             "Requests waiting for an instance slot",
             queued.clone(),
@@ -87,6 +110,8 @@ impl Metrics {
             cold_starts,
             cold_start_seconds,
             instances,
+            desired,
+            panic,
             queued,
         }
     }
@@ -113,13 +138,18 @@ impl Metrics {
     /// now: a retired revision's gauges disappear).
     pub(crate) fn encode(
         &self,
-        revisions: impl IntoIterator<Item = (RevisionLabels, usize, usize)>,
+        revisions: impl IntoIterator<Item = (RevisionLabels, RevisionGauges)>,
     ) -> String {
-        self.instances.clear();
-        self.queued.clear();
-        for (labels, instances, queued) in revisions {
-            self.instances.get_or_create(&labels).set(instances as i64);
-            self.queued.get_or_create(&labels).set(queued as i64);
+        for family in [&self.instances, &self.desired, &self.panic, &self.queued] {
+            family.clear();
+        }
+        for (labels, gauges) in revisions {
+            self.instances.get_or_create(&labels).set(gauges.instances as i64);
+            if let Some(desired) = gauges.desired {
+                self.desired.get_or_create(&labels).set(i64::from(desired));
+            }
+            self.panic.get_or_create(&labels).set(i64::from(gauges.panic));
+            self.queued.get_or_create(&labels).set(gauges.queued as i64);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
@@ -147,7 +177,13 @@ mod tests {
         m.request(&labels(), 200, Duration::from_millis(5));
         m.request(&labels(), 504, Duration::from_secs(1));
         m.cold_start(&labels(), Duration::from_millis(40));
-        let text = m.encode([(labels(), 2, 7)]);
+        let gauges = RevisionGauges {
+            instances: 2,
+            desired: Some(5),
+            panic: true,
+            queued: 7,
+        };
+        let text = m.encode([(labels(), gauges)]);
         let series = |name: &str| {
             text.lines()
                 .find(|l| l.starts_with(name))
@@ -163,9 +199,11 @@ mod tests {
         assert!(series("kl_cold_starts_total").ends_with(" 1"), "{text}");
         assert!(series("kl_instances{").ends_with(" 2"), "{text}");
         assert!(series("kl_queued_requests{").ends_with(" 7"), "{text}");
+        assert!(series("kl_desired_instances{").ends_with(" 5"), "{text}");
+        assert!(series("kl_panic_mode{").ends_with(" 1"), "{text}");
         let later = m.encode([]);
         assert!(
-            !later.contains("kl_instances{"),
+            !later.contains("kl_instances{") && !later.contains("kl_panic_mode{"),
             "gauges of unrouted revisions go: {later}"
         );
     }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::health::probe;
 use crate::output::{Tail, pump};
-use crate::sandbox::{HostSandbox, Jail, SandboxConfig, SupportReport, Usage};
+use crate::sandbox::{HostSandbox, Jail, SandboxConfig, Shell, SupportReport, Usage};
 use crate::{Runtime, RuntimeError, StartRequest};
 
 /// Settings of the local runtime.
@@ -48,7 +48,11 @@ type Live = Arc<Mutex<HashMap<String, Arc<Instance>>>>;
 pub struct LocalRuntime {
     config: LocalRuntimeConfig,
     live: Live,
-    sandbox: Option<HostSandbox>,
+    sandbox: Option<Arc<HostSandbox>>,
+    /// Shells made ahead (see [`HostSandbox::spawn_shell`]), so that a cold start does not
+    /// wait for the sandbox's processes and namespaces. They belong to no tenant until one
+    /// is specialized, and each serves one instance only.
+    shells: Arc<Mutex<Vec<Shell>>>,
 }
 
 impl LocalRuntime {
@@ -61,19 +65,67 @@ impl LocalRuntime {
         std::fs::create_dir_all(&config.run_dir)?;
         let sandbox = match &config.isolation {
             Isolation::None => None,
-            Isolation::Sandbox(sandbox) => Some(HostSandbox::new(sandbox.clone(), &config.run_dir)?),
+            Isolation::Sandbox(sandbox) => {
+                Some(Arc::new(HostSandbox::new(sandbox.clone(), &config.run_dir)?))
+            }
         };
-        Ok(LocalRuntime {
+        let runtime = LocalRuntime {
             config,
             live: Live::default(),
             sandbox,
-        })
+            shells: Arc::default(),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            runtime.refill_shells();
+        }
+        Ok(runtime)
+    }
+
+    /// A shell for the next sandboxed instance: a waiting one if there is, else a new one.
+    fn take_shell(&self, sandbox: &HostSandbox) -> Result<Shell, RuntimeError> {
+        let waiting = {
+            let mut shells = self.shells.lock().expect("shells lock");
+            std::iter::from_fn(|| shells.pop()).find_map(|mut shell| (!shell.exited()).then_some(shell))
+        };
+        match waiting {
+            Some(shell) => Ok(shell),
+            None => sandbox.spawn_shell(new_id(), &self.config.run_dir),
+        }
+    }
+
+    /// Tops the waiting shells up to the configured number, in the background.
+    fn refill_shells(&self) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let wanted = sandbox.config().warm_shells;
+        let missing = wanted.saturating_sub(self.shells.lock().expect("shells lock").len());
+        if missing == 0 || !sandbox.report().ready() {
+            return;
+        }
+        let (shells, run_dir) = (self.shells.clone(), self.config.run_dir.clone());
+        tokio::spawn(async move {
+            for _ in 0..missing {
+                match sandbox.spawn_shell(new_id(), &run_dir) {
+                    Ok(shell) => {
+                        let mut shells = shells.lock().expect("shells lock");
+                        if shells.len() < wanted {
+                            shells.push(shell);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot make a sandbox shell ahead");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// What this machine can enforce of the sandbox (`None` without isolation); its
     /// `Display` is meant for the server's start-up log.
     pub fn support(&self) -> Option<&SupportReport> {
-        self.sandbox.as_ref().map(HostSandbox::report)
+        self.sandbox.as_deref().map(HostSandbox::report)
     }
 }
 
@@ -180,28 +232,60 @@ impl Drop for Instance {
 #[async_trait]
 impl Runtime for LocalRuntime {
     async fn start(&self, req: StartRequest) -> Result<Arc<Instance>, RuntimeError> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let (mut cmd, socket, jail) = match &self.sandbox {
+        let started = self.start_instance(req).await;
+        // After the start, so that making the next shell does not slow this one down.
+        self.refill_shells();
+        started
+    }
+
+    async fn stop_all(&self, grace: Duration) {
+        self.shells.lock().expect("shells lock").clear();
+        let live: Vec<_> = self
+            .live
+            .lock()
+            .expect("live lock")
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for instance in live {
+            stops.spawn(async move { instance.stop(grace).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+impl LocalRuntime {
+    /// Starts one instance: a plain process, or a shell specialized for `req`.
+    async fn start_instance(&self, req: StartRequest) -> Result<Arc<Instance>, RuntimeError> {
+        let spawned_at = Instant::now();
+        let (id, mut child, socket, jail) = match &self.sandbox {
             None => {
-                let (cmd, socket) = self.plain_command(&req, &id);
-                (cmd, socket, None)
+                let id = new_id();
+                let (mut cmd, socket) = self.plain_command(&req, &id);
+                let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+                    program: req.launch.program.clone(),
+                    source,
+                })?;
+                (id, child, socket, None)
             }
             Some(sandbox) => {
-                let (cmd, jail) = sandbox.prepare(&req, &id, &self.config.run_dir)?;
-                (cmd, jail.socket.clone(), Some(Arc::new(jail)))
-            }
-        };
-        let spawned_at = Instant::now();
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(source) => {
-                if let Some(jail) = &jail {
-                    jail.clean_up().await;
-                }
-                return Err(RuntimeError::Spawn {
-                    program: cmd.as_std().get_program().to_string_lossy().into_owned(),
-                    source,
-                });
+                let shell = self.take_shell(sandbox)?;
+                let spec = match sandbox.plan(&req, &shell) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        let mut shells = self.shells.lock().expect("shells lock");
+                        if shells.len() < sandbox.config().warm_shells {
+                            shells.push(shell);
+                        }
+                        return Err(e);
+                    }
+                };
+                let id = shell.id.clone();
+                let (child, jail) = sandbox
+                    .specialize(shell, spec, &req.limits, &req.revision)
+                    .await?;
+                (id, child, jail.socket.clone(), Some(Arc::new(jail)))
             }
         };
         let pid = child.id().expect("a just-spawned child has a pid");
@@ -270,23 +354,6 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn stop_all(&self, grace: Duration) {
-        let live: Vec<_> = self
-            .live
-            .lock()
-            .expect("live lock")
-            .drain()
-            .map(|(_, i)| i)
-            .collect();
-        let mut stops = tokio::task::JoinSet::new();
-        for instance in live {
-            stops.spawn(async move { instance.stop(grace).await });
-        }
-        while stops.join_next().await.is_some() {}
-    }
-}
-
-impl LocalRuntime {
     /// The unsandboxed command: the program itself, in its own process group.
     fn plain_command(&self, req: &StartRequest, id: &str) -> (Command, PathBuf) {
         let socket = self.config.run_dir.join(format!("{id}.sock"));
@@ -313,10 +380,17 @@ impl LocalRuntime {
     }
 }
 
+/// A fresh instance id: short (it names folders in socket paths, which are limited in length).
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+/// How long readiness is polled every millisecond.
+const QUICK_START: Duration = Duration::from_millis(300);
+
 /// Polls the health endpoint until it answers, the process exits, or the deadline passes.
 async fn wait_ready(instance: &Instance, limit: Duration) -> Result<(), RuntimeError> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = instance.exit_status() {
             return Err(RuntimeError::ExitedEarly {
@@ -333,8 +407,13 @@ async fn wait_ready(instance: &Instance, limit: Duration) -> Result<(), RuntimeE
                 output: instance.last_output(),
             });
         }
-        // Wake early if the process exits while we wait.
-        let _ = tokio::time::timeout(pause, instance.wait_exit(pause)).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+        // Most starts take tens of milliseconds: look often (a `stat` is cheap) while it is
+        // likely to be soon, then back off. Wake early if the process exits while we wait.
+        let pause = if started.elapsed() < QUICK_START {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(10)
+        };
+        let _ = instance.wait_exit(pause).await;
     }
 }

@@ -28,7 +28,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub use cgroup::Usage;
-pub(crate) use host::{HostSandbox, Jail};
+pub(crate) use host::{HostSandbox, Jail, Shell};
 
 /// Whether a left-over folder was last changed at least `age` ago: young ones may belong to
 /// a runtime that is filling them right now.
@@ -49,6 +49,9 @@ const INIT_STAGE: &str = "init";
 /// Exit status of the jailer when it could not build the sandbox (its stderr says why).
 pub const EXIT_SETUP: i32 = 125;
 
+/// Shells kept made ahead by default ([`SandboxConfig::warm_shells`]).
+pub const DEFAULT_WARM_SHELLS: usize = 4;
+
 /// How sandboxes are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxConfig {
@@ -62,10 +65,15 @@ pub struct SandboxConfig {
     pub max_open_files: u64,
     /// `RLIMIT_FSIZE` of the function: the largest file it may write.
     pub max_file_bytes: u64,
+    /// How many sandboxes are kept made ahead of need ("shells": namespaces and processes
+    /// ready, no function yet), so that cold starts skip that part. Each costs two small
+    /// idle processes.
+    pub warm_shells: usize,
 }
 
 impl SandboxConfig {
-    /// The defaults: cgroup parent `kl`, 64 MiB `/tmp`, 1024 open files, 1 GiB files.
+    /// The defaults: cgroup parent `kl`, 64 MiB `/tmp`, 1024 open files, 1 GiB files, 4
+    /// shells made ahead.
     pub fn new(jailer: PathBuf) -> SandboxConfig {
         SandboxConfig {
             jailer,
@@ -73,6 +81,7 @@ impl SandboxConfig {
             tmp_size_bytes: 64 << 20,
             max_open_files: 1024,
             max_file_bytes: 1 << 30,
+            warm_shells: DEFAULT_WARM_SHELLS,
         }
     }
 }

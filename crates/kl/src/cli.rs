@@ -94,6 +94,10 @@ pub struct ServerArgs {
     /// be enforced), none (development only), or auto (the sandbox where possible).
     #[arg(long, value_enum, default_value = "sandbox")]
     pub isolation: IsolationMode,
+    /// Sandboxes kept made ahead of need (namespaces and processes ready, no function yet),
+    /// so that a cold start skips making one. 0 makes each on demand.
+    #[arg(long = "warm-sandboxes", default_value_t = kl_runtime::sandbox::DEFAULT_WARM_SHELLS)]
+    pub warm_sandboxes: usize,
 }
 
 /// `--isolation`.

@@ -6,7 +6,7 @@
 //! On a machine that cannot sandbox (not root, no cgroup controllers...), the tests print why
 //! and pass, unless `KL_REQUIRE_SANDBOX=1` (set it in CI where the sandbox must work).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -45,8 +45,11 @@ struct Fixture {
 impl Fixture {
     /// A sandboxing runtime, or `None` (test skipped) when this machine cannot sandbox.
     fn sandboxed() -> Option<Fixture> {
+        Fixture::sandboxed_with(SandboxConfig::new(KL.into()))
+    }
+
+    fn sandboxed_with(config: SandboxConfig) -> Option<Fixture> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = SandboxConfig::new(KL.into());
         let runtime = runtime(dir.path(), Isolation::Sandbox(config));
         let report = runtime.support().expect("a sandboxing runtime reports support");
         if !report.ready() {
@@ -860,7 +863,12 @@ async fn built_functions_of_every_language_run_sandboxed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_fail_with_their_reason() {
-    let Some(fx) = Fixture::sandboxed() else { return };
+    // No shells made ahead, so that every folder left behind would be a failed start's.
+    let mut config = SandboxConfig::new(KL.into());
+    config.warm_shells = 0;
+    let Some(fx) = Fixture::sandboxed_with(config) else {
+        return;
+    };
     let refused = |req: StartRequest| async {
         match fx.runtime.start(req).await {
             Err(RuntimeError::Sandbox { reason, .. }) => reason,
@@ -901,4 +909,52 @@ async fn bad_requests_fail_with_their_reason() {
         .collect();
     assert!(left.is_empty(), "failed starts leave nothing behind: {left:?}");
     fx.assert_healthy().await;
+}
+
+/// Sandboxes are made ahead: an instance starts in a waiting shell, and the runtime makes
+/// another to take its place; a shell serves one instance only.
+#[tokio::test]
+async fn instances_start_in_shells_made_ahead() {
+    let mut config = SandboxConfig::new(KL.into());
+    config.warm_shells = 2;
+    let Some(fx) = Fixture::sandboxed_with(config) else {
+        return;
+    };
+    let run = fx.dir.path().join("run");
+    let folders = || -> BTreeSet<String> {
+        std::fs::read_dir(&run)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let waiting = wait_for("two shells", START_LIMIT, || {
+        Some(folders()).filter(|f| f.len() == 2)
+    })
+    .await;
+    let first = fx.start("first", Limits::default()).await;
+    assert!(
+        waiting.contains(&first.id),
+        "{} is not one of the shells {waiting:?}",
+        first.id
+    );
+    let refilled = wait_for("a new shell", START_LIMIT, || {
+        Some(folders()).filter(|f| f.len() == 3)
+    })
+    .await;
+    let second = fx.start("second", Limits::default()).await;
+    assert_ne!(second.id, first.id);
+    assert!(
+        refilled.contains(&second.id),
+        "{} is not one of the shells {refilled:?}",
+        second.id
+    );
+    let pids = invoke(&second, json!({"op": "pids"}))
+        .await
+        .expect("the instance answers");
+    assert!(pids.is_array(), "{pids}");
+    first.stop(Duration::from_secs(5)).await;
+    second.stop(Duration::from_secs(5)).await;
 }

@@ -29,7 +29,11 @@ HANDLER_THREADS = 64
 TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 HEX_DIGITS = b"0123456789abcdefABCDEF"
 # Frames of these files are left out of the tracebacks shown to the user.
-PLUMBING_FILES = frozenset((__file__, importlib.__file__, concurrent.futures.thread.__file__))
+# (This file's own name is taken from its code: when the platform runs the precompiled
+# `kl_shim.pyc`, `__file__` names that, while frames name the source.)
+PLUMBING_FILES = frozenset(
+    (inspect.currentframe().f_code.co_filename, importlib.__file__, concurrent.futures.thread.__file__)
+)
 
 
 def log(message):

@@ -10,17 +10,20 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rustix::mount::{MountFlags, UnmountFlags};
-use tokio::process::Command;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
 
 use super::cgroup::{self, InstanceCgroup, Layout, Usage};
 use super::mounts;
 use super::probe::{self, SupportReport};
-use super::spec::{self, JailSpec, SOCKET_NAME, SPEC_ENV};
+use super::spec::{self, JailSpec, SHELL_ENV, SOCKET_NAME, ShellSpec};
 use super::{JAIL_COMMAND, SandboxConfig};
 use crate::{RuntimeError, StartRequest};
 
 /// How long removing a cgroup waits for its last processes to be reaped.
 const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
+/// How long a shell may take to read its spec (it is normally waiting for it already).
+const SPEC_HANDOVER: Duration = Duration::from_secs(10);
 /// Empty instance cgroups and folders older than this are left-overs of a server that died.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 /// The instance's writable socket folder is a tiny tmpfs, so a function cannot fill the
@@ -84,19 +87,76 @@ impl HostSandbox {
         &self.report
     }
 
-    /// Prepares the sandbox of one instance: its cgroup and folders, and the jailer command
-    /// (to spawn with stdout and stderr piped).
-    pub(crate) fn prepare(
-        &self,
-        req: &StartRequest,
-        id: &str,
-        run_dir: &Path,
-    ) -> Result<(Command, Jail), RuntimeError> {
+    pub(crate) fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Starts a shell: a sandbox made ahead of need, its jailer and init running in fresh
+    /// namespaces and waiting for a function. Cheap for the server (folders, a FIFO, one
+    /// spawn); the rest happens in the shell's own processes, off any request's path.
+    pub(crate) fn spawn_shell(&self, id: String, run_dir: &Path) -> Result<Shell, RuntimeError> {
         if !self.report.ready() {
             return Err(RuntimeError::SandboxUnavailable {
                 missing: self.report.missing(),
             });
         }
+        let dir = run_dir.join(&id);
+        let fifo = dir.join("spec");
+        let made = make_dirs(&dir).and_then(|()| {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &fifo,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                0,
+            )?;
+            tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(&fifo)
+        });
+        let fail = |e: std::io::Error| {
+            let _ = remove_instance_dir(&dir);
+            RuntimeError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create the shell {}: {e}", dir.display()),
+            ))
+        };
+        let spec_writer = made.map_err(fail)?;
+        let shell = ShellSpec {
+            id: id.clone(),
+            server_pid: std::process::id(),
+            spec_fifo: fifo,
+        };
+        let lifeline = self.lifeline.try_clone().map_err(fail)?;
+        let mut cmd = Command::new(&self.config.jailer);
+        cmd.arg(JAIL_COMMAND)
+            .env_clear()
+            .env(
+                SHELL_ENV,
+                serde_json::to_string(&shell).expect("a shell spec serializes"),
+            )
+            .stdin(Stdio::from(lifeline))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| {
+            let _ = remove_instance_dir(&dir);
+            RuntimeError::Spawn {
+                program: self.config.jailer.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(Shell {
+            id,
+            dir,
+            process: Some(ShellProcess { child, spec_writer }),
+        })
+    }
+
+    /// The jail spec of `req` in `shell`, checked so that a bad request fails at once, with
+    /// its reason, before anything is created (the shell stays usable).
+    pub(crate) fn plan(&self, req: &StartRequest, shell: &Shell) -> Result<JailSpec, RuntimeError> {
         let fail = |reason: String| RuntimeError::Sandbox {
             revision: req.revision.clone(),
             reason,
@@ -116,16 +176,14 @@ impl HostSandbox {
                 egress.display()
             )));
         }
-        let dir = run_dir.join(id);
-        let sock_dir = dir.join("sock");
         let bin = prefix.map(|p| p.join("bin")).filter(|b| b.is_dir());
         let identity = [
             ("KL_FUNCTION", req.function.as_str()),
             ("KL_REVISION", req.revision.as_str()),
             ("KL_TENANT", req.tenant.as_str()),
         ];
-        let mut spec = JailSpec {
-            id: id.to_owned(),
+        let spec = JailSpec {
+            id: shell.id.clone(),
             env: spec::function_env(
                 &req.launch.env,
                 &identity,
@@ -138,45 +196,96 @@ impl HostSandbox {
             uid: req.uid,
             gid: req.gid,
             expose,
-            root_dir: dir.join("root"),
-            sock_dir: sock_dir.clone(),
+            root_dir: shell.dir.join("root"),
+            sock_dir: shell.dir.join("sock"),
             egress_socket: req.egress_socket.clone(),
             cgroups: Vec::new(),
             tmp_size_bytes: self.config.tmp_size_bytes,
             nofile: self.config.max_open_files,
             file_size_bytes: self.config.max_file_bytes,
-            server_pid: std::process::id(),
         };
-        // What the jailer will mount, checked here so that a bad request fails at once, with
-        // its reason, before anything is created.
         mounts::plan(&spec, mounts::host_kind).map_err(fail)?;
-        let lifeline = self.lifeline.try_clone().map_err(RuntimeError::Io)?;
-        if let Err(e) = make_dirs(&dir, &sock_dir, &spec.root_dir, req.uid, req.gid) {
-            let _ = remove_instance_dir(&dir);
-            return Err(fail(format!("cannot create {}: {e}", dir.display())));
-        }
-        let cgroup = match InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, id, &req.limits) {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                let _ = remove_instance_dir(&dir);
-                return Err(fail(e));
-            }
+        Ok(spec)
+    }
+
+    /// Turns `shell` into the sandbox of `spec` (from [`HostSandbox::plan`]): gives its socket
+    /// folder to the tenant's user, creates its cgroup with `limits` and hands the spec to the
+    /// waiting init. Returns the jailer's process (stdout and stderr piped) and the jail.
+    pub(crate) async fn specialize(
+        &self,
+        mut shell: Shell,
+        mut spec: JailSpec,
+        limits: &crate::Limits,
+        revision: &str,
+    ) -> Result<(Child, Jail), RuntimeError> {
+        let fail = |reason: String| RuntimeError::Sandbox {
+            revision: revision.to_owned(),
+            reason,
         };
+        std::os::unix::fs::chown(&spec.sock_dir, Some(spec.uid), Some(spec.gid)).map_err(|e| {
+            fail(format!(
+                "cannot give {} to the function: {e}",
+                spec.sock_dir.display()
+            ))
+        })?;
+        let cgroup = InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, &shell.id, limits)
+            .map_err(fail)?;
         spec.cgroups = cgroup.dirs().to_vec();
+        let mut line = spec.to_json();
+        line.push('\n');
+        let ShellProcess {
+            child,
+            mut spec_writer,
+        } = shell.process.take().expect("a shell is specialized once");
+        let written = tokio::time::timeout(SPEC_HANDOVER, spec_writer.write_all(line.as_bytes())).await;
         let jail = Jail {
-            socket: sock_dir.join(SOCKET_NAME),
+            socket: spec.sock_dir.join(SOCKET_NAME),
             cgroup,
-            dir,
+            dir: shell.dir.clone(),
+            _spec_fifo: spec_writer,
         };
-        let mut cmd = Command::new(&self.config.jailer);
-        cmd.arg(JAIL_COMMAND)
-            .env_clear()
-            .env(SPEC_ENV, spec.to_json())
-            .stdin(Stdio::from(lifeline))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        Ok((cmd, jail))
+        if !matches!(written, Ok(Ok(()))) {
+            drop(child);
+            jail.clean_up().await;
+            return Err(fail("the shell did not take its spec".into()));
+        }
+        Ok((child, jail))
+    }
+}
+
+/// A sandbox made ahead ([`HostSandbox::spawn_shell`]). Dropping an unused one kills it and
+/// removes its folders.
+#[derive(Debug)]
+pub(crate) struct Shell {
+    pub(crate) id: String,
+    dir: PathBuf,
+    /// Until the shell is specialized.
+    process: Option<ShellProcess>,
+}
+
+#[derive(Debug)]
+struct ShellProcess {
+    /// The jailer.
+    child: Child,
+    /// The spec FIFO, held open for reading and writing (see `init::wait_for_spec`).
+    spec_writer: tokio::net::unix::pipe::Sender,
+}
+
+impl Shell {
+    /// Whether the shell's processes are gone (they failed, or were killed).
+    pub(crate) fn exited(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_none_or(|p| !matches!(p.child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            drop(process);
+            let _ = remove_instance_dir(&self.dir);
+        }
     }
 }
 
@@ -227,19 +336,22 @@ fn sweep_run_dir(run_dir: &Path, older_than: Duration, alive: impl Fn(&str) -> b
     removed
 }
 
-/// `dir` (root's, traversable), `sock` (a tiny tmpfs, the tenant's, private), `root`
-/// (root's, private: the sandbox's root is mounted on it in the sandbox's own namespace).
-fn make_dirs(dir: &Path, sock: &Path, root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+/// `dir` (root's, traversable), `sock` (a tiny tmpfs, private, given to the tenant's user
+/// when the shell is specialized), `root` (root's, private: the sandbox's root is mounted on
+/// it in the sandbox's own namespace). The tmpfs is mounted before the shell's namespace is
+/// made, so that the shell sees it.
+fn make_dirs(dir: &Path) -> std::io::Result<()> {
+    let (sock, root) = (dir.join("sock"), dir.join("root"));
     std::fs::DirBuilder::new().mode(0o711).create(dir)?;
-    for sub in [sock, root] {
+    for sub in [&sock, &root] {
         std::fs::DirBuilder::new().mode(0o700).create(sub)?;
     }
     let options = CString::new(format!(
-        "size={SOCK_DIR_SIZE},nr_inodes={SOCK_DIR_INODES},mode=0700,uid={uid},gid={gid}"
+        "size={SOCK_DIR_SIZE},nr_inodes={SOCK_DIR_INODES},mode=0700"
     ))
     .expect("no NUL in tmpfs options");
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    rustix::mount::mount("tmpfs", sock, "tmpfs", flags, options.as_c_str())?;
+    rustix::mount::mount("tmpfs", &sock, "tmpfs", flags, options.as_c_str())?;
     Ok(())
 }
 
@@ -256,6 +368,9 @@ pub(crate) struct Jail {
     pub socket: PathBuf,
     cgroup: InstanceCgroup,
     dir: PathBuf,
+    /// Kept open for the instance's life: a fresh shell's init may open the FIFO only after
+    /// the spec was written, and a FIFO's data is lost when its last holder closes it.
+    _spec_fifo: tokio::net::unix::pipe::Sender,
 }
 
 impl Jail {

@@ -1,5 +1,6 @@
-//! Stage 2 of `kl __sandbox`: the first process of the sandbox's pid namespace. It joins the
-//! instance's cgroup, builds the file system and `pivot_root`s into it, brings loopback up,
+//! Stage 2 of `kl __sandbox`: the first process of the sandbox's pid namespace. It sets the
+//! host name and brings loopback up, then waits for its function's [`JailSpec`] on the spec
+//! FIFO (this is where a shell made ahead waits). Then it joins the instance's cgroup, builds the file system and `pivot_root`s into it, brings loopback up,
 //! gives up privileges (groups, rlimits, bounding set, `no_new_privs`, seccomp), starts the
 //! function as the tenant's user, drops its own capabilities but `CAP_KILL` (to pass signals
 //! on), then reaps orphans, forwards egress and exits with the function's status. When it
@@ -12,8 +13,8 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::jailer::{fail, lifeline_closed};
-use super::spec::{EGRESS_PATH, JailSpec, PROXY_ADDR, SPEC_ENV};
+use super::jailer::{fail, lifeline_closed, shell_spec};
+use super::spec::{EGRESS_PATH, JailSpec, PROXY_ADDR};
 use super::sys::{self, Namespace};
 use super::{mounts, net, privileges, seccomp};
 
@@ -37,18 +38,18 @@ fn setup() -> Result<(Pid, Option<std::net::TcpListener>), String> {
     if stage1_gone() {
         return Err("the jailer is gone".into());
     }
-    let json = std::env::var(SPEC_ENV).map_err(|_| format!("{SPEC_ENV} is not set"))?;
-    let spec = JailSpec::from_json(&json).map_err(|e| format!("invalid {SPEC_ENV}: {e}"))?;
+    let (_, shell) = shell_spec()?;
+    rustix::system::sethostname(shell.id.as_bytes()).map_err(|e| format!("sethostname: {e}"))?;
+    net::loopback_up()?;
+    let spec = wait_for_spec(&shell.spec_fifo)?;
     for dir in &spec.cgroups {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, "0").map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
     }
     // Best effort (the probe reports it): hides the host's cgroup paths.
     let _ = sys::unshare(&[Namespace::Cgroup]);
-    rustix::system::sethostname(spec.id.as_bytes()).map_err(|e| format!("sethostname: {e}"))?;
     let steps = mounts::plan(&spec, mounts::host_kind)?;
     mounts::build(&spec, &steps)?;
-    net::loopback_up()?;
     let listener = match &spec.egress_socket {
         Some(_) => Some(
             std::net::TcpListener::bind(PROXY_ADDR)
@@ -75,6 +76,22 @@ fn setup() -> Result<(Pid, Option<std::net::TcpListener>), String> {
         return Err(e);
     }
     Ok((pid, listener))
+}
+
+/// Blocks until the runtime writes the function's spec, one JSON line, on `fifo`. The
+/// runtime holds the FIFO open for reading and writing, so opening it does not block and end
+/// of file means the runtime dropped this shell.
+fn wait_for_spec(fifo: &std::path::Path) -> Result<JailSpec, String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(fifo).map_err(|e| format!("cannot open {}: {e}", fifo.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the spec: {e}"))?;
+    if line.is_empty() {
+        return Err("the runtime dropped this shell".into());
+    }
+    JailSpec::from_json(&line).map_err(|e| format!("invalid spec: {e}"))
 }
 
 /// Whether stage 1 (which holds the other end of our stdin) has already exited.

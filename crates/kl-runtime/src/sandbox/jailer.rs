@@ -1,7 +1,8 @@
-//! Stage 1 of `kl __sandbox`, started by the runtime: dies with the server (parent-death
-//! signal, and end of file on its stdin, the runtime's lifeline pipe), creates the mount,
-//! pid, ipc, uts and network namespaces, starts stage 2 ([`super::init`]) as their first
-//! process, passes termination signals on, and exits with its status.
+//! Stage 1 of `kl __sandbox`, started by the runtime ahead of need, as a shell: dies with
+//! the server (parent-death signal, and end of file on its stdin, the runtime's lifeline
+//! pipe), creates the mount, pid, ipc, uts and network namespaces, starts stage 2
+//! ([`super::init`]) as their first process (which waits for its function), passes
+//! termination signals on, and exits with its status.
 //!
 //! It stays outside the instance's cgroup, so the instance's limits never hit it.
 
@@ -12,7 +13,7 @@ use rustix::process::{Pid, Signal};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::spec::{JailSpec, SPEC_ENV};
+use super::spec::{SHELL_ENV, ShellSpec};
 use super::sys::{self, Namespace};
 use super::{EXIT_SETUP, INIT_STAGE, JAIL_COMMAND};
 
@@ -26,19 +27,25 @@ pub(crate) fn main() -> i32 {
     }
 }
 
+/// The shell spec from the environment, as text (passed on to stage 2) and parsed.
+pub(crate) fn shell_spec() -> Result<(String, ShellSpec), String> {
+    let json = std::env::var(SHELL_ENV).map_err(|_| format!("{SHELL_ENV} is not set"))?;
+    let shell = serde_json::from_str(&json).map_err(|e| format!("invalid {SHELL_ENV}: {e}"))?;
+    Ok((json, shell))
+}
+
 pub(crate) fn fail(message: &str) -> i32 {
     eprintln!("kl-sandbox: {message}");
     EXIT_SETUP
 }
 
 fn setup() -> Result<String, String> {
-    let json = std::env::var(SPEC_ENV).map_err(|_| format!("{SPEC_ENV} is not set"))?;
-    let spec = JailSpec::from_json(&json).map_err(|e| format!("invalid {SPEC_ENV}: {e}"))?;
+    let (json, shell) = shell_spec()?;
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     // The server may have died between our fork and the line above.
     let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-    if parent != spec.server_pid {
+    if parent != shell.server_pid {
         return Err("the server is gone".into());
     }
     sys::unshare(&[
@@ -56,7 +63,7 @@ async fn supervise(json: String) -> i32 {
     let spawned = tokio::process::Command::new("/proc/self/exe")
         .args([JAIL_COMMAND, INIT_STAGE])
         .env_clear()
-        .env(SPEC_ENV, json)
+        .env(SHELL_ENV, json)
         // Stage 2's lifeline: it exits when this end closes, i.e. when stage 1 is gone.
         .stdin(Stdio::piped())
         .kill_on_drop(true)

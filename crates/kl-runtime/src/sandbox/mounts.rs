@@ -410,7 +410,6 @@ mod tests {
             tmp_size_bytes: 1 << 20,
             nofile: 1024,
             file_size_bytes: 1 << 30,
-            server_pid: 1,
         }
     }
 

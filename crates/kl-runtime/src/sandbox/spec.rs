@@ -1,15 +1,16 @@
 //! The jail spec: everything the jailer needs to build one sandbox, computed by the runtime
-//! (which may fail with a clear message) and handed to `kl __sandbox` as JSON in an
-//! environment variable (not an argument: `/proc/PID/cmdline` is world-readable, and the
-//! function's environment may hold secrets).
+//! (which may fail with a clear message) and handed to a waiting shell as one JSON line on
+//! its spec FIFO (not an argument: `/proc/PID/cmdline` is world-readable, and the function's
+//! environment may hold secrets). The [`ShellSpec`], known before any function is, starts
+//! the shell and travels in its environment.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The environment variable carrying the spec.
-pub(crate) const SPEC_ENV: &str = "KL_SANDBOX_SPEC";
+/// The environment variable carrying the [`ShellSpec`].
+pub(crate) const SHELL_ENV: &str = "KL_SANDBOX_SHELL";
 /// Where the instance's own host folder (its socket) appears inside the sandbox.
 pub(crate) const RUN_DIR: &str = "/run/kl";
 /// The socket the function listens on, in [`RUN_DIR`].
@@ -53,8 +54,18 @@ pub(crate) struct JailSpec {
     pub nofile: u64,
     /// `RLIMIT_FSIZE`, bytes.
     pub file_size_bytes: u64,
+}
+
+/// What a shell (a sandbox made ahead, waiting for its function) needs before the function
+/// is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ShellSpec {
+    /// Instance id (also the sandbox's host name).
+    pub id: String,
     /// The server's pid: the jailer exits at once if its parent is already another process.
     pub server_pid: u32,
+    /// The FIFO on which the shell's init reads its [`JailSpec`], one JSON line.
+    pub spec_fifo: PathBuf,
 }
 
 impl JailSpec {
@@ -171,7 +182,6 @@ mod tests {
             tmp_size_bytes: 64 << 20,
             nofile: 1024,
             file_size_bytes: 1 << 30,
-            server_pid: 42,
         }
     }
 

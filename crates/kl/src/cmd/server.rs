@@ -54,7 +54,7 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     if let Some(memory) = args.capacity_memory {
         config.capacity.memory_bytes = memory;
     }
-    config.isolation = isolation(args.isolation)?;
+    config.isolation = isolation(args.isolation, args.warm_sandboxes)?;
     config.max_queue = args.max_queue;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
@@ -62,10 +62,12 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
 }
 
 /// The runtime isolation `--isolation` asks for.
-fn isolation(mode: IsolationMode) -> Result<Isolation> {
+fn isolation(mode: IsolationMode, warm_sandboxes: usize) -> Result<Isolation> {
     let sandbox = || -> Result<Isolation> {
         let jailer = std::env::current_exe().context("cannot locate the kl binary, the sandbox's jailer")?;
-        Ok(Isolation::Sandbox(SandboxConfig::new(jailer)))
+        let mut config = SandboxConfig::new(jailer);
+        config.warm_shells = warm_sandboxes;
+        Ok(Isolation::Sandbox(config))
     };
     match mode {
         IsolationMode::Sandbox => sandbox(),
@@ -99,7 +101,7 @@ pub async fn quickstart(args: QuickstartArgs, data_dir: PathBuf) -> Result<()> {
     }
     let mut config = ServerConfig::new(dir.clone(), args.listen);
     config.cache_dir = Some(data_dir.join("cache"));
-    config.isolation = isolation(args.isolation)?;
+    config.isolation = isolation(args.isolation, kl_runtime::sandbox::DEFAULT_WARM_SHELLS)?;
     let server = match Server::bind(config.clone()).await {
         Ok(s) => s,
         Err(kl_server::ServerError::Listen { .. }) => {
