@@ -1,12 +1,24 @@
 //! CloudEvents and the event bus. The bus is a trait so the in-process default and a broker
 //! (RabbitMQ) are interchangeable; lifecycle events carry the original Knative Lambda catalog's
 //! types, source and subject so its producers and consumers keep working.
+//!
+//! Events are checked against CloudEvents 1.0 where they enter the platform, with errors that
+//! name the attribute at fault.
 
 mod bus;
 mod cloudevent;
+mod error;
+mod json_format;
+mod media_type;
+#[cfg(test)]
+mod test_events;
+mod uri;
+mod validate;
 
 pub use bus::{EventBus, InProcessBus};
-pub use cloudevent::{CloudEvent, lifecycle};
+pub use cloudevent::{CloudEvent, SPEC_VERSION, lifecycle};
+pub use error::EventError;
+pub use validate::check_attribute_name;
 
 /// Type prefix of every event the platform emits or accepts (DESIGN §3).
 pub const TYPE_PREFIX: &str = "io.knative.lambda.";
