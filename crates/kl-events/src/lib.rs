@@ -3,13 +3,16 @@
 //! types, source and subject so its producers and consumers keep working.
 //!
 //! Events are checked against CloudEvents 1.0 where they enter the platform, with errors that
-//! name the attribute at fault.
+//! name the attribute at fault, and cross HTTP by the CloudEvents HTTP binding.
 
 mod bus;
 mod cloudevent;
 mod error;
+mod header_value;
+pub mod http_binding;
 mod json_format;
 mod media_type;
+mod payload;
 #[cfg(test)]
 mod test_events;
 mod uri;
