@@ -2,9 +2,11 @@
 //! (RabbitMQ) are interchangeable; lifecycle events carry the original Knative Lambda catalog's
 //! types, source and subject so its producers and consumers keep working.
 //!
-//! Events are checked against CloudEvents 1.0 where they enter the platform, with errors that
-//! name the attribute at fault, and cross HTTP by the CloudEvents HTTP binding.
+//! The rest is pure logic, free of IO, for the server and the broker to build on: strict
+//! CloudEvents 1.0 validation, the HTTP and AMQP protocol bindings, trigger filters, cron
+//! schedules, delivery retry policy, and duplicate detection.
 
+pub mod amqp_binding;
 mod bus;
 mod cloudevent;
 mod error;
