@@ -10,6 +10,7 @@ pub mod amqp_binding;
 mod bus;
 mod cloudevent;
 mod error;
+pub mod filter;
 mod header_value;
 pub mod http_binding;
 mod json_format;
