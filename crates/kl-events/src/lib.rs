@@ -16,6 +16,7 @@ pub mod http_binding;
 mod json_format;
 mod media_type;
 mod payload;
+pub mod schedule;
 #[cfg(test)]
 mod test_events;
 mod uri;
