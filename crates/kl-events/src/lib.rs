@@ -9,10 +9,12 @@
 pub mod amqp_binding;
 mod bus;
 mod cloudevent;
+pub mod delivery;
 mod error;
 pub mod filter;
 mod header_value;
 pub mod http_binding;
+mod iso8601_duration;
 mod json_format;
 mod media_type;
 mod payload;
