@@ -9,6 +9,7 @@
 pub mod amqp_binding;
 mod bus;
 mod cloudevent;
+pub mod dedupe;
 pub mod delivery;
 mod error;
 pub mod filter;
