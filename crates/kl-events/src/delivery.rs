@@ -356,7 +356,12 @@ mod tests {
         }
 
         #[test]
-        fn more_jitter_never_waits_less(p in policies(), retry in 0u32..64, a in 0.0f64..1.0, b in 0.0f64..1.0) {
+        fn more_jitter_never_waits_less(
+            p in policies(),
+            retry in 0u32..64,
+            a in 0.0f64..1.0,
+            b in 0.0f64..1.0,
+        ) {
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             prop_assert!(backoff(retry, &p, lo) <= backoff(retry, &p, hi));
         }

@@ -24,7 +24,8 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Decodes a `ce-*` header value: unquotes a quoted string, then performs one round of
 /// percent-decoding. Malformed escapes and byte sequences that are not UTF-8 (overlong forms
-/// included) are refused, as the binding requires.
+/// included) are refused, as the binding requires; raw UTF-8 that a lax sender did not encode
+/// is taken as it is.
 pub(crate) fn decode(raw: &[u8]) -> Result<String, String> {
     let raw = raw.trim_ascii();
     let unquoted;
@@ -92,6 +93,7 @@ mod tests {
         assert_eq!(decode(b"%41bc").as_deref(), Ok("Abc"));
         assert_eq!(decode(b"\"a b \\\"c\\\"\"").as_deref(), Ok("a b \"c\""));
         assert_eq!(decode(b"\"50%25\"").as_deref(), Ok("50%"));
+        assert_eq!(decode("caf\u{e9}".as_bytes()).as_deref(), Ok("caf\u{e9}"));
     }
 
     #[test]

@@ -199,8 +199,9 @@ fn parse_binary(
 /// [`parse_request`] reads the result back as the same event, except for what HTTP headers
 /// cannot say: extension values come back as strings (`5` as `"5"`), JSON data without a
 /// `datacontenttype` comes back as `application/json` (the type the JSON format implies), an
-/// empty string or byte string comes back as no data, and data whose JSON type does not fit its
-/// content type comes back as what the content type says (see `payload::decode`).
+/// empty string or byte string, or JSON `null`, comes back as no data, and data whose JSON
+/// type does not fit its content type comes back as what the content type says (see
+/// `payload::decode`).
 pub fn to_binary(ev: &CloudEvent) -> Result<(HeaderMap, Bytes), EventError> {
     ev.validate()?;
     let mut headers = HeaderMap::new();
@@ -360,7 +361,8 @@ mod tests {
 
     #[test]
     fn reads_a_structured_event() {
-        let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"hi"}"#;
+        let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t",
+                        "datacontenttype":"text/plain","data":"hi"}"#;
         let ev = parse(
             &[("content-type", "application/cloudevents+json; charset=UTF-8")],
             body,

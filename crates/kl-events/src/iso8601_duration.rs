@@ -11,7 +11,10 @@ pub(crate) fn parse(input: &str) -> Result<Duration, String> {
     let s = input.trim();
     match s.strip_prefix('P') {
         Some(rest) => parse_iso(rest).ok_or_else(|| {
-            format!("{input:?} is not an ISO 8601 duration such as PT0.2S, PT30S, PT5M, PT1H or P1D (no years or months)")
+            format!(
+                "{input:?} is not an ISO 8601 duration such as PT0.2S, PT30S, PT5M, PT1H or P1D \
+                 (no years or months)"
+            )
         }),
         None => kl_core::parse_duration(s)
             .map(Duration::from_millis)

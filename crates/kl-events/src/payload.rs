@@ -44,13 +44,14 @@ pub(crate) fn encode(ev: &CloudEvent) -> (Option<String>, Bytes) {
 
 /// The data a body carries: JSON for JSON content types when it parses, a string for UTF-8
 /// text, bytes otherwise (no content type included: the sender did not say what it is).
-/// An empty body is no data.
+/// An empty body, or JSON `null`, is no data, as in the JSON format.
 pub(crate) fn decode(content_type: Option<&str>, body: Bytes) -> (Option<Value>, Option<Bytes>) {
     if body.is_empty() {
         return (None, None);
     }
     match content_type.map(kind) {
         Some(Kind::Json) => match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Null) => (None, None),
             Ok(value) => (Some(value), None),
             Err(_) => (None, Some(body)),
         },
@@ -128,5 +129,6 @@ mod tests {
         );
         assert_eq!(data(None, b"{}"), (None, Some(Bytes::from_static(b"{}"))));
         assert_eq!(data(Some("application/json"), b""), (None, None));
+        assert_eq!(data(Some("application/json"), b"null"), (None, None));
     }
 }
