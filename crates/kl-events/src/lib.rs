@@ -2,9 +2,11 @@
 //! (RabbitMQ) are interchangeable; lifecycle events carry the original Knative Lambda catalog's
 //! types, source and subject so its producers and consumers keep working.
 
+pub mod broker;
 mod bus;
 mod cloudevent;
 
+pub use broker::{BoxError, Broker, BrokerError, DeadLetter, Delivery, NewDelivery, Receipt};
 pub use bus::{EventBus, InProcessBus};
 pub use cloudevent::{CloudEvent, lifecycle};
 
