@@ -5,6 +5,8 @@
 //! lease runs out) sees it again. Two implementations: the embedded one in the metadata store
 //! (`kl_store::SqliteBroker`) and RabbitMQ (`amqp::AmqpBroker`).
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
