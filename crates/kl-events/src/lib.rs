@@ -7,6 +7,7 @@
 //! schedules, delivery retry policy, and duplicate detection.
 
 pub mod amqp_binding;
+pub mod broker;
 mod bus;
 mod cloudevent;
 pub mod dedupe;
@@ -25,6 +26,7 @@ mod test_events;
 mod uri;
 mod validate;
 
+pub use broker::{BoxError, Broker, BrokerError, DeadLetter, Delivery, NewDelivery, Receipt};
 pub use bus::{EventBus, InProcessBus};
 pub use cloudevent::{CloudEvent, SPEC_VERSION, lifecycle};
 pub use error::EventError;

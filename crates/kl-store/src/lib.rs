@@ -2,6 +2,7 @@
 //! with embedded migrations. The desired state lives here; reconcilers read it back on start.
 
 mod migrations;
+mod queue;
 mod records;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
 };
 use thiserror::Error;
 
+pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
 };

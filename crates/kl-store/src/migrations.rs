@@ -8,6 +8,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "tenancy", include_str!("../migrations/0002_tenancy.sql")),
+    (3, "events", include_str!("../migrations/0003_events.sql")),
 ];
 
 pub(crate) fn migrator() -> Migrator {
