@@ -47,7 +47,8 @@ pub struct StartRequest {
 pub struct Limits {
     /// Memory (and, where the kernel accounts it, memory plus swap) in bytes.
     pub memory_bytes: u64,
-    /// CPU time per wall-clock second, in thousandths of a core (`250` = a quarter core).
+    /// CPU time per wall-clock second, in thousandths of a core (`250` = a quarter core),
+    /// once the instance is ready (sandboxed starts get at least one core until then).
     /// `0` means no CPU quota.
     pub cpu_millis: u32,
     /// Processes and threads, all together.

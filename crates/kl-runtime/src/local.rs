@@ -327,7 +327,19 @@ impl LocalRuntime {
             tail,
             jail,
         };
-        match wait_ready(&instance, self.config.startup_timeout).await {
+        let ready = wait_ready(&instance, self.config.startup_timeout)
+            .await
+            .and_then(|()| match &instance.jail {
+                Some(jail) => {
+                    jail.settle_cpu(req.limits.cpu_millis)
+                        .map_err(|reason| RuntimeError::Sandbox {
+                            revision: req.revision.clone(),
+                            reason,
+                        })
+                }
+                None => Ok(()),
+            });
+        match ready {
             Ok(()) => {
                 instance.startup = spawned_at.elapsed();
                 tracing::info!(

@@ -371,6 +371,7 @@ pub struct Usage {
 pub(crate) struct InstanceCgroup {
     /// One folder per hierarchy, each joined by the sandbox and removed at the end.
     dirs: Vec<PathBuf>,
+    cpu: (bool, PathBuf),
     memory: (bool, PathBuf),
     pids: (bool, PathBuf),
     /// Where CPU usage is read (v2 `cpu.stat`, v1 `cpuacct.usage`), if anywhere.
@@ -424,6 +425,7 @@ impl InstanceCgroup {
         }
         let cgroup = InstanceCgroup {
             v2: at.values().find(|(v2, _)| *v2).map(|(_, d)| d.clone()),
+            cpu: at[&Controller::Cpu].clone(),
             memory: at[&Controller::Memory].clone(),
             pids: at[&Controller::Pids].clone(),
             cpu_usage,
@@ -444,6 +446,21 @@ impl InstanceCgroup {
             }
         }
         Ok(cgroup)
+    }
+
+    /// Sets the CPU quota to `cpu_millis` thousandths of a core (0: none).
+    pub(crate) fn set_cpu(&self, cpu_millis: u32) -> Result<(), String> {
+        let (v2, dir) = &self.cpu;
+        let limits = Limits {
+            cpu_millis,
+            ..Limits::default()
+        };
+        for file in limit_files(*v2, Controller::Cpu, &limits) {
+            let path = dir.join(file.name);
+            std::fs::write(&path, &file.value)
+                .map_err(|e| format!("cannot write {} to {}: {e}", file.value, path.display()))?;
+        }
+        Ok(())
     }
 
     /// The folders the sandbox joins.

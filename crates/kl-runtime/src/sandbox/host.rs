@@ -22,6 +22,8 @@ use crate::{RuntimeError, StartRequest};
 
 /// How long removing a cgroup waits for its last processes to be reaped.
 const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
+/// The start-up CPU boost: one core.
+const STARTUP_CPU_MILLIS: u32 = 1000;
 /// How long a shell may take to read its spec (it is normally waiting for it already).
 const SPEC_HANDOVER: Duration = Duration::from_secs(10);
 /// Empty instance cgroups and folders older than this are left-overs of a server that died.
@@ -228,7 +230,11 @@ impl HostSandbox {
                 spec.sock_dir.display()
             ))
         })?;
-        let cgroup = InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, &shell.id, limits)
+        let boosted = crate::Limits {
+            cpu_millis: startup_cpu_millis(limits.cpu_millis),
+            ..*limits
+        };
+        let cgroup = InstanceCgroup::create(&self.layout, &self.config.cgroup_parent, &shell.id, &boosted)
             .map_err(fail)?;
         spec.cgroups = cgroup.dirs().to_vec();
         let mut line = spec.to_json();
@@ -250,6 +256,19 @@ impl HostSandbox {
             return Err(fail("the shell did not take its spec".into()));
         }
         Ok((child, jail))
+    }
+}
+
+/// The CPU quota an instance starts with: at least one core until it is ready (then its
+/// own, see [`Jail::settle_cpu`]). An interpreter's start-up is a burst of single-threaded
+/// work; held to a fraction of a core it would take several CFS periods (a Python start at
+/// 500m waits out a whole 100 ms period), which is what Kubernetes' startup CPU boost and
+/// Lambda's init phase avoid too. The boost is CPU actually used, so it is metered as any.
+pub(crate) fn startup_cpu_millis(cpu_millis: u32) -> u32 {
+    if cpu_millis == 0 {
+        0
+    } else {
+        cpu_millis.max(STARTUP_CPU_MILLIS)
     }
 }
 
@@ -389,6 +408,12 @@ impl Jail {
         self.cgroup.usage()
     }
 
+    /// Ends the start-up boost: from now on the instance gets `cpu_millis` (see
+    /// [`startup_cpu_millis`]).
+    pub(crate) fn settle_cpu(&self, cpu_millis: u32) -> Result<(), String> {
+        self.cgroup.set_cpu(cpu_millis)
+    }
+
     /// Kills everything in the cgroup (v2), on top of killing the jailer's process group.
     pub(crate) fn kill(&self) {
         self.cgroup.kill();
@@ -437,6 +462,13 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_up_gets_at_least_a_core() {
+        assert_eq!(startup_cpu_millis(250), 1000);
+        assert_eq!(startup_cpu_millis(2000), 2000);
+        assert_eq!(startup_cpu_millis(0), 0, "no quota stays no quota");
+    }
 
     #[test]
     fn exit_reasons() {
