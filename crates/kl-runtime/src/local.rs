@@ -53,6 +53,16 @@ pub struct LocalRuntime {
     /// wait for the sandbox's processes and namespaces. They belong to no tenant until one
     /// is specialized, and each serves one instance only.
     shells: Arc<Mutex<Vec<Shell>>>,
+    /// Starts in progress per tenant, bounded (see [`starts_per_tenant`]).
+    starts: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// How many instances one tenant may be starting at once: twice the cores. Starts are
+/// CPU-bound; a hundred at once on two cores all finish late together, while a few at a time
+/// finish one after another, so requests are served sooner and the autoscaler sees ready
+/// instances early. Per tenant, so that one tenant's burst never queues another's start.
+fn starts_per_tenant() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from) * 2
 }
 
 impl LocalRuntime {
@@ -74,6 +84,7 @@ impl LocalRuntime {
             live: Live::default(),
             sandbox,
             shells: Arc::default(),
+            starts: Mutex::default(),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             runtime.refill_shells();
@@ -232,6 +243,14 @@ impl Drop for Instance {
 #[async_trait]
 impl Runtime for LocalRuntime {
     async fn start(&self, req: StartRequest) -> Result<Arc<Instance>, RuntimeError> {
+        let starts = self
+            .starts
+            .lock()
+            .expect("starts lock")
+            .entry(req.tenant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(starts_per_tenant())))
+            .clone();
+        let _turn = starts.acquire().await.expect("the semaphore is never closed");
         let started = self.start_instance(req).await;
         // After the start, so that making the next shell does not slow this one down.
         self.refill_shells();
