@@ -3,11 +3,13 @@
 pub mod access;
 pub mod autoscale;
 pub mod launch;
+pub mod metering;
 pub mod name;
 pub mod quantity;
 pub mod scheduling;
 pub mod spec;
 pub mod tenant;
+pub mod usage;
 
 pub use access::{Action, Decision, Role, authorize};
 pub use autoscale::{
@@ -15,6 +17,10 @@ pub use autoscale::{
     ScalerState, decide,
 };
 pub use launch::Launch;
+pub use metering::{
+    CgroupReading, InstanceMeter, Metered, Skipped, StorageMeter, StoredBytes, billed_ms, meter_build,
+    meter_invocation,
+};
 pub use name::{NameError, validate_function_name, validate_tenant_name};
 pub use quantity::{
     ByteQuantity, CpuQuantity, QuantityError, format_cpu, format_duration, format_memory, parse_cpu,
@@ -26,3 +32,4 @@ pub use scheduling::{
 };
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
 pub use tenant::{InstanceLimits, LimitsError, Quota, QuotaExceeded, Quotas, RateSpec, TenantSpec, admit};
+pub use usage::{BucketKey, BucketMismatch, Minute, Resource, Usage, UsageBucket, compact};
