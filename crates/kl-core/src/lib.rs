@@ -2,10 +2,13 @@
 
 pub mod access;
 pub mod autoscale;
+pub mod cost;
 pub mod launch;
 pub mod metering;
+pub mod money;
 pub mod name;
 pub mod quantity;
+pub mod rates;
 pub mod scheduling;
 pub mod spec;
 pub mod tenant;
@@ -16,16 +19,19 @@ pub use autoscale::{
     AutoscaleError, AutoscalerConfig, DeciderSpec, Sample, SampleWindow, ScaleDecision, ScaleReason,
     ScalerState, decide,
 };
+pub use cost::{CostError, Costs, IdleSplit, capacity_usage, split_idle};
 pub use launch::Launch;
 pub use metering::{
     CgroupReading, InstanceMeter, Metered, Skipped, StorageMeter, StoredBytes, billed_ms, meter_build,
     meter_invocation,
 };
+pub use money::{Money, MoneyError};
 pub use name::{NameError, validate_function_name, validate_tenant_name};
 pub use quantity::{
     ByteQuantity, CpuQuantity, QuantityError, format_cpu, format_duration, format_memory, parse_cpu,
     parse_duration, parse_memory,
 };
+pub use rates::{MAX_RATE, RATE_DECIMALS, RateCard, Rates, RatesError};
 pub use scheduling::{
     Admission, NoCapacity, PriorityClass, PriorityError, Request, Resources, Running, drf_order,
     plan_admission, usage_by_tenant,
