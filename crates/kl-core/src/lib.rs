@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod autoscale;
+pub mod billing_window;
 pub mod cost;
 pub mod launch;
 pub mod metering;
@@ -19,6 +20,7 @@ pub use autoscale::{
     AutoscaleError, AutoscalerConfig, DeciderSpec, Sample, SampleWindow, ScaleDecision, ScaleReason,
     ScalerState, decide,
 };
+pub use billing_window::{MAX_TILES, Period, PeriodKey, Step, Window, WindowError, parse_time};
 pub use cost::{CostError, Costs, IdleSplit, capacity_usage, split_idle};
 pub use launch::Launch;
 pub use metering::{
