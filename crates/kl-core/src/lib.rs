@@ -4,6 +4,7 @@ pub mod access;
 pub mod autoscale;
 pub mod billing_window;
 pub mod cost;
+pub mod cost_report;
 pub mod launch;
 pub mod metering;
 pub mod money;
@@ -22,6 +23,9 @@ pub use autoscale::{
 };
 pub use billing_window::{MAX_TILES, Period, PeriodKey, Step, Window, WindowError, parse_time};
 pub use cost::{CostError, Costs, IdleSplit, capacity_usage, split_idle};
+pub use cost_report::{
+    CapacitySpan, Dimension, Quantities, Report, ReportError, ReportRequest, ReportRow, report,
+};
 pub use launch::Launch;
 pub use metering::{
     CgroupReading, InstanceMeter, Metered, Skipped, StorageMeter, StoredBytes, billed_ms, meter_build,
