@@ -3,6 +3,7 @@
 pub mod access;
 pub mod autoscale;
 pub mod billing_window;
+pub mod budget;
 pub mod cost;
 pub mod cost_report;
 pub mod launch;
@@ -22,6 +23,10 @@ pub use autoscale::{
     ScalerState, decide,
 };
 pub use billing_window::{MAX_TILES, Period, PeriodKey, Step, Window, WindowError, parse_time};
+pub use budget::{
+    Budget, BudgetAlert, BudgetError, BudgetExceeded, DEFAULT_THRESHOLDS, MAX_THRESHOLD, Severity, Threshold,
+    crossed, enforce_cap,
+};
 pub use cost::{CostError, Costs, IdleSplit, capacity_usage, split_idle};
 pub use cost_report::{
     CapacitySpan, Dimension, Quantities, Report, ReportError, ReportRequest, ReportRow, report,
