@@ -1,6 +1,6 @@
 //! The cost model's arithmetic (DESIGN §6). A cost is quantity × rate, computed exactly as a
 //! fraction of a micro-unit and rounded once: on its own, half to even ([`RateCard::cost`]); in
-//! a report, by the largest-remainder method ([`allocate`]), so the rows' costs add up exactly
+//! a report, by the largest-remainder method over its rows, so the rows' costs add up exactly
 //! to the report's total, which is the exact total rounded half to even. Idle capacity
 //! ([`split_idle`]) is what a node offered minus what tenants were billed for, so tenant charges
 //! plus idle make up the node's cost exactly.
