@@ -3,7 +3,7 @@
 Loads KL_HANDLER ("module.func", default "main.handler") from KL_CODE_DIR (with KL_DEPS_DIR
 after it on sys.path), exiting with status 3 if that fails, then listens on the unix socket
 KL_SOCKET or on TCP 0.0.0.0:$PORT (default 8080). Each request body becomes `event`, the
-handler's result becomes the response. Standard library only; run as `python3 -u kl_shim.py`.
+handler's result becomes the response. Standard library only; run as `python3 -u kl_shim.py` (the platform runs it compiled, `-S`).
 """
 
 import asyncio
