@@ -1,0 +1,194 @@
+//! The Kubernetes + Knative form of knative-lambda's domain model (DESIGN §1, scale-out column):
+//! pure functions from tenants, builds, revisions and triggers to the objects a cluster runs,
+//! and deterministic YAML for `kl export k8s`. No cluster, no client: the reconcilers that apply
+//! these objects come later, and render exactly what is tested here.
+//!
+//! | ours | rendered as | module |
+//! |---|---|---|
+//! | tenant | Namespace, ResourceQuota, LimitRange, NetworkPolicy, Role, RoleBinding | [`tenant`] |
+//! | priority classes | PriorityClass | [`tenant`] |
+//! | build | Kaniko Job | [`build_job`] |
+//! | revision + traffic | Knative Service | [`knative_service`] |
+//! | broker, trigger, schedule | Knative Broker, Trigger, PingSource | [`eventing`] |
+//!
+//! Core kinds are `k8s-openapi` types; Knative's custom resources are small structs of ours
+//! holding only the fields we emit ([`crd`]).
+
+pub mod build_job;
+pub mod crd;
+pub mod eventing;
+pub mod knative_service;
+pub mod names;
+pub mod tenant;
+pub mod yaml;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use thiserror::Error;
+
+pub use build_job::{BuildJobInput, BuildResources, KANIKO_IMAGE, Registry, render_build_job};
+pub use crd::{Broker, KnativeService, PingSource, Trigger};
+pub use eventing::{
+    BrokerInput, PingSourceInput, TriggerInput, render_broker, render_ping_source, render_trigger,
+};
+pub use knative_service::{
+    SecretEnv, ServiceInput, TrafficTarget, autoscaling_annotations, render_knative_service,
+};
+pub use tenant::{PlatformSettings, render_priority_classes, render_tenant};
+pub use yaml::to_yaml;
+
+/// Why objects could not be rendered. Each names the object or field at fault and what to do.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    /// A tenant or function name that `kl_core` refuses (so it cannot be a namespace or Service).
+    #[error(transparent)]
+    Name(#[from] kl_core::NameError),
+    /// Some other name (secret, trigger, build id, derived Job name) breaks Kubernetes' rules.
+    #[error("{kind} name {name:?} is not a valid Kubernetes name: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+    /// The tenant's instance limits do not fit the platform's.
+    #[error("tenant {tenant}: {source}")]
+    Limits {
+        tenant: String,
+        #[source]
+        source: kl_core::LimitsError,
+    },
+    /// An egress allow-list entry does not parse.
+    #[error(
+        "tenant {tenant}: egress rule {rule:?} is invalid: {reason}; write host[:port], a.b.c.d[/len][:port] or [ipv6][:port]"
+    )]
+    EgressRule {
+        tenant: String,
+        rule: String,
+        reason: String,
+    },
+    /// The traffic split is empty, does not sum to 100, or names a revision twice.
+    #[error("function {function}: traffic {reason}")]
+    Traffic { function: String, reason: String },
+    /// A function sets an autoscaling field Knative only takes cluster-wide.
+    #[error(
+        "function {function}: autoscaling.{field} has no per-revision annotation in Knative (it is the \
+         cluster-wide `{config_key}` in the knative-serving/config-autoscaler ConfigMap); remove it \
+         from the function or set it platform-wide"
+    )]
+    ClusterWideAutoscaling {
+        function: String,
+        field: &'static str,
+        config_key: &'static str,
+    },
+    /// A duration does not fit the Kubernetes field it maps to.
+    #[error("{field} {value} does not fit Kubernetes: {reason}")]
+    Duration {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// The YAML serializer refused an object (a bug in a renderer, not in the input).
+    #[error("could not write {kind} {name} as YAML: {source}")]
+    Yaml {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// One rendered object of any kind we emit, so a tenant's or a whole platform's objects can be
+/// collected, ordered and written together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    Namespace(Namespace),
+    PriorityClass(PriorityClass),
+    ResourceQuota(ResourceQuota),
+    LimitRange(LimitRange),
+    NetworkPolicy(NetworkPolicy),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    /// Boxed: a Job (with its pod template) is several times larger than any other kind.
+    Job(Box<Job>),
+    Broker(Broker),
+    KnativeService(KnativeService),
+    Trigger(Trigger),
+    PingSource(PingSource),
+}
+
+impl Object {
+    /// The object's `kind`. Knative's Service is `Service` like the core kind; [`Object::api_version`]
+    /// tells them apart.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::PriorityClass(_) => "PriorityClass",
+            Object::ResourceQuota(_) => "ResourceQuota",
+            Object::LimitRange(_) => "LimitRange",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::Role(_) => "Role",
+            Object::RoleBinding(_) => "RoleBinding",
+            Object::Job(_) => "Job",
+            Object::Broker(_) => "Broker",
+            Object::KnativeService(_) => "Service",
+            Object::Trigger(_) => "Trigger",
+            Object::PingSource(_) => "PingSource",
+        }
+    }
+
+    /// The object's `apiVersion`.
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) | Object::ResourceQuota(_) | Object::LimitRange(_) => "v1",
+            Object::PriorityClass(_) => "scheduling.k8s.io/v1",
+            Object::NetworkPolicy(_) => "networking.k8s.io/v1",
+            Object::Role(_) | Object::RoleBinding(_) => "rbac.authorization.k8s.io/v1",
+            Object::Job(_) => "batch/v1",
+            Object::Broker(_) | Object::Trigger(_) => crd::EVENTING_V1,
+            Object::KnativeService(_) => crd::SERVING_V1,
+            Object::PingSource(_) => crd::SOURCES_V1,
+        }
+    }
+
+    /// Whether the kind is a Kubernetes built-in (validated against Kubernetes' own schemas)
+    /// rather than a Knative custom resource (validated against its CRD schema).
+    pub fn is_core(&self) -> bool {
+        !matches!(
+            self,
+            Object::Broker(_) | Object::KnativeService(_) | Object::Trigger(_) | Object::PingSource(_)
+        )
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::PriorityClass(o) => &o.metadata,
+            Object::ResourceQuota(o) => &o.metadata,
+            Object::LimitRange(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
+            Object::Role(o) => &o.metadata,
+            Object::RoleBinding(o) => &o.metadata,
+            Object::Job(o) => &o.metadata,
+            Object::Broker(o) => &o.metadata,
+            Object::KnativeService(o) => &o.metadata,
+            Object::Trigger(o) => &o.metadata,
+            Object::PingSource(o) => &o.metadata,
+        }
+    }
+
+    /// `metadata.name` (every object we render has one).
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// `metadata.namespace`; empty for cluster-scoped kinds.
+    pub fn namespace(&self) -> &str {
+        self.metadata().namespace.as_deref().unwrap_or_default()
+    }
+}
