@@ -148,12 +148,23 @@ pub struct KReference {
 }
 
 /// A Knative `Destination`: an object reference or an absolute URI, written as Knative's
-/// `{ref: …}` or `{uri: …}` (serde's external tagging is exactly that shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// `{ref: …}` or `{uri: …}`. Serialized by hand: serde's derived external tagging would come out
+/// of serde_yaml as a YAML tag (`!uri …`), which no Kubernetes parser accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     Ref(KReference),
     Uri(String),
+}
+
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            Destination::Ref(r) => map.serialize_entry("ref", r)?,
+            Destination::Uri(u) => map.serialize_entry("uri", u)?,
+        }
+        map.end()
+    }
 }
 
 /// Knative's `delivery:` block, with the fields the shipped schema has (`retry`,
