@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kl_core::{FunctionSpec, format_cpu, format_memory, parse_duration};
 
 use crate::RenderError;
@@ -133,10 +134,12 @@ pub fn render_knative_service(input: &ServiceInput<'_>) -> Result<KnativeService
             limits: Some(resources),
             ..ResourceRequirements::default()
         }),
-        // The shim answers `/healthz` once the handler is loaded (DESIGN §3).
+        // The shim answers `/healthz` once the handler is loaded (DESIGN §3). The port is the
+        // serving port (Knative refuses any other); left at its default it would read `0`.
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/healthz".to_owned()),
+                port: IntOrString::Int(PORT),
                 ..HTTPGetAction::default()
             }),
             ..Probe::default()

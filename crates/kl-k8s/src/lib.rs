@@ -39,7 +39,9 @@ pub use eventing::{
 pub use knative_service::{
     SecretEnv, ServiceInput, TrafficTarget, autoscaling_annotations, render_knative_service,
 };
-pub use tenant::{PlatformSettings, render_priority_classes, render_tenant};
+pub use tenant::{
+    PlatformSettings, member_group, render_build_namespace, render_priority_classes, render_tenant,
+};
 pub use yaml::to_yaml;
 
 /// Why objects could not be rendered. Each names the object or field at fault and what to do.

@@ -14,12 +14,11 @@ use kl_core::{
 use kl_events::delivery::{BackoffPolicy, DeliveryPolicy, Sink};
 use kl_events::filter::Filter;
 use kl_events::schedule::Schedule;
-use kl_k8s::tenant::render_build_namespace;
 use kl_k8s::{
     BrokerInput, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry,
     SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_broker, render_build_job,
-    render_knative_service, render_ping_source, render_priority_classes, render_tenant, render_trigger,
-    to_yaml,
+    render_build_namespace, render_knative_service, render_ping_source, render_priority_classes,
+    render_tenant, render_trigger, to_yaml,
 };
 use support::validate::{Outcome, validate_core, validate_crds, write_objects};
 

@@ -64,21 +64,23 @@ pub fn write_objects(dir: &Path, objects: &[Object]) -> (Vec<PathBuf>, Vec<PathB
 }
 
 /// `kubernetes-validate --strict -k 1.33 FILE…`: every file must report `passed`. A warning
-/// (such as "couldn't find schema") counts as a failure, since nothing was checked. `Err` holds
-/// the validator's report.
+/// (such as "couldn't find schema") counts as a failure, since nothing was checked. Run as
+/// `python3 -m kubernetes_validate`, so a pip install whose scripts directory is not on `PATH`
+/// still counts. `Err` holds the validator's report.
 pub fn validate_core(files: &[PathBuf]) -> Result<Outcome, String> {
-    let output = match Command::new("kubernetes-validate")
-        .args(["--strict", "-k", KUBERNETES_VERSION])
+    let output = match Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION])
         .args(files)
         .output()
     {
         Ok(output) => output,
-        Err(e) => {
-            return Ok(unavailable(&format!(
-                "kubernetes-validate is not installed ({e}): pip install kubernetes-validate"
-            )));
-        }
+        Err(e) => return Ok(unavailable(&format!("python3 is not installed ({e})"))),
     };
+    if String::from_utf8_lossy(&output.stderr).contains("No module named kubernetes_validate") {
+        return Ok(unavailable(
+            "the Python package kubernetes-validate is not installed: pip install kubernetes-validate",
+        ));
+    }
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
