@@ -301,7 +301,8 @@ fn render_all() -> Vec<Object> {
 fn passed(outcome: Result<Outcome, String>) {
     match outcome {
         Ok(Outcome::Passed(n)) => println!("validated {n} files"),
-        Ok(Outcome::Skipped(why)) => println!("SKIPPED: {why}"),
+        // The SKIPPED line is already printed, where the validator was found missing.
+        Ok(Outcome::Skipped) => {}
         Err(report) => panic!("{report}"),
     }
 }
@@ -376,7 +377,7 @@ fn the_validators_reject_unknown_fields() {
                 report.contains("colour") || report.contains("replicas"),
                 "{report}"
             ),
-            Ok(Outcome::Skipped(why)) => println!("SKIPPED: {why}"),
+            Ok(Outcome::Skipped) => {}
             Ok(Outcome::Passed(_)) => panic!("{what} accepted an unknown field"),
         }
     }
