@@ -90,6 +90,7 @@ pub struct BuildJobInput<'a> {
 pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) -> Result<Job, RenderError> {
     kl_core::validate_tenant_name(input.tenant)?;
     kl_core::validate_function_name(input.function)?;
+    names::check_label("build namespace", &platform.build_namespace)?;
     names::check_label("build id", input.build_id)?;
     let name = format!("{}-build-{}", input.function, input.build_id);
     // A Job's name becomes its pods' `job-name` label value, so it must be a label itself.

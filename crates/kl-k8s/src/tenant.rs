@@ -69,6 +69,9 @@ pub fn render_tenant(
     platform: &PlatformSettings,
 ) -> Result<Vec<Object>, RenderError> {
     let ns = names::namespace(tenant)?;
+    for allowed in &platform.ingress_namespaces {
+        names::check_label("ingress namespace", allowed)?;
+    }
     let limits = spec
         .limits
         .apply_to(&platform.limits)

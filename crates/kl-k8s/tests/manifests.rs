@@ -399,6 +399,53 @@ fn yaml_is_byte_identical_whatever_the_input_order() {
     );
 }
 
+/// The whole rendering as YAML, committed: a reviewable example of what `kl export k8s` writes,
+/// and a byte-for-byte check that output changes only on purpose. Regenerate with
+/// `KL_UPDATE_GOLDEN=1 cargo test -p kl-k8s --test manifests` and review the diff.
+#[test]
+fn yaml_matches_the_committed_example() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/example.yaml");
+    let yaml = to_yaml(&render_all()).unwrap();
+    if std::env::var_os("KL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &yaml).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != yaml {
+        let line = committed
+            .lines()
+            .zip(yaml.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(yaml.lines().count()));
+        panic!(
+            "rendered YAML differs from {} from line {}: rendered {:?}, committed {:?}; if the change is \
+             intended, rerun with KL_UPDATE_GOLDEN=1 and review the diff",
+            path.display(),
+            line + 1,
+            yaml.lines().nth(line),
+            committed.lines().nth(line)
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Any input order gives the same bytes.
+    #[test]
+    fn yaml_ignores_the_input_order(seed in proptest::prelude::any::<u64>()) {
+        let objects = render_all();
+        let mut shuffled = objects.clone();
+        // A small deterministic shuffle (Fisher-Yates on an LCG), enough to reach any order.
+        let mut state = seed;
+        for i in (1..shuffled.len()).rev() {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            shuffled.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        proptest::prop_assert_eq!(to_yaml(&objects).unwrap(), to_yaml(&shuffled).unwrap());
+    }
+}
+
 #[test]
 fn every_object_is_named_for_kubernetes_and_labelled_as_ours() {
     for object in render_all() {
