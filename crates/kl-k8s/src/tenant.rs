@@ -42,6 +42,11 @@ pub struct PlatformSettings {
     /// (`knative-serving`), the ingress gateway's (`kourier-system` for Kourier) and the
     /// platform's own (its gateway).
     pub ingress_namespaces: Vec<String>,
+    /// Namespaces of the event bus: Knative Eventing's adapters (`knative-eventing`, where
+    /// PingSources run) and the RabbitMQ cluster (`rabbitmq-system`). The RabbitMQ broker runs
+    /// its ingress and per-trigger dispatchers in the tenant's namespace, and they must reach
+    /// both.
+    pub eventing_namespaces: Vec<String>,
     /// Namespace the Kaniko build Jobs run in, apart from the tenants: it holds the registry push
     /// secret once, and the tenants' LimitRanges (sized for functions) do not apply to builds.
     pub build_namespace: String,
@@ -56,6 +61,7 @@ impl Default for PlatformSettings {
                 "kourier-system".to_owned(),
                 "knative-lambda".to_owned(),
             ],
+            eventing_namespaces: vec!["knative-eventing".to_owned(), "rabbitmq-system".to_owned()],
             build_namespace: "knative-lambda-builds".to_owned(),
         }
     }
@@ -69,8 +75,12 @@ pub fn render_tenant(
     platform: &PlatformSettings,
 ) -> Result<Vec<Object>, RenderError> {
     let ns = names::namespace(tenant)?;
-    for allowed in &platform.ingress_namespaces {
-        names::check_label("ingress namespace", allowed)?;
+    for allowed in platform
+        .ingress_namespaces
+        .iter()
+        .chain(&platform.eventing_namespaces)
+    {
+        names::check_label("platform namespace", allowed)?;
     }
     let limits = spec
         .limits
@@ -86,7 +96,7 @@ pub fn render_tenant(
         Object::LimitRange(limit_range(&ns, &labels, &limits)),
     ];
     objects.extend(
-        network_policies(tenant, &ns, &labels, &spec.egress, &platform.ingress_namespaces)?
+        network_policies(tenant, &ns, &labels, &spec.egress, platform)?
             .into_iter()
             .map(Object::NetworkPolicy),
     );
@@ -311,6 +321,25 @@ fn port(protocol: &str, number: u16) -> NetworkPolicyPort {
     }
 }
 
+/// Pods of the named namespaces (sorted and deduplicated, so the output is stable), selected by
+/// the `kubernetes.io/metadata.name` label.
+fn namespaces_peer(namespaces: &[String]) -> NetworkPolicyPeer {
+    let mut names: Vec<String> = namespaces.to_vec();
+    names.sort();
+    names.dedup();
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.to_owned(),
+                operator: "In".to_owned(),
+                values: Some(names),
+            }]),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
 fn allow_dns(ns: &str, labels: &BTreeMap<String, String>) -> NetworkPolicy {
     NetworkPolicy {
         metadata: names::meta("kl-allow-dns", ns, labels.clone()),
@@ -344,36 +373,52 @@ fn network_policies(
     ns: &str,
     labels: &BTreeMap<String, String>,
     egress: &[String],
-    ingress_namespaces: &[String],
+    platform: &PlatformSettings,
 ) -> Result<Vec<NetworkPolicy>, RenderError> {
     let everything = || Some(LabelSelector::default());
     let same_namespace = || NetworkPolicyPeer {
         pod_selector: everything(),
         ..NetworkPolicyPeer::default()
     };
-    let mut platform_namespaces: Vec<String> = ingress_namespaces.to_vec();
-    platform_namespaces.sort();
-    platform_namespaces.dedup();
     let platform_ingress = NetworkPolicy {
         metadata: names::meta("kl-allow-platform-ingress", ns, labels.clone()),
         spec: Some(NetworkPolicySpec {
             pod_selector: everything(),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector {
-                        match_expressions: Some(vec![LabelSelectorRequirement {
-                            key: NAMESPACE_NAME_LABEL.to_owned(),
-                            operator: "In".to_owned(),
-                            values: Some(platform_namespaces),
-                        }]),
-                        ..LabelSelector::default()
-                    }),
-                    ..NetworkPolicyPeer::default()
-                }]),
+                from: Some(vec![namespaces_peer(&platform.ingress_namespaces)]),
                 ports: None,
             }]),
             ..NetworkPolicySpec::default()
+        }),
+    };
+    // The broker's own pods (anything that is not a function instance) talk to the event bus
+    // both ways, and deliver to subscribers through Knative's gateway and activator (the
+    // ingress namespaces). Function pods do not: they reach the broker through its ingress in
+    // their own namespace, never RabbitMQ directly.
+    let eventing = NetworkPolicy {
+        metadata: names::meta("kl-allow-eventing", ns, labels.clone()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: LABEL_COMPONENT.to_owned(),
+                    operator: "NotIn".to_owned(),
+                    values: Some(vec![COMPONENT_FUNCTION.to_owned()]),
+                }]),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![namespaces_peer(&platform.eventing_namespaces)]),
+                ports: None,
+            }]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![
+                    namespaces_peer(&platform.eventing_namespaces),
+                    namespaces_peer(&platform.ingress_namespaces),
+                ]),
+                ports: None,
+            }]),
         }),
     };
     let same_tenant = NetworkPolicy {
@@ -395,6 +440,7 @@ fn network_policies(
         default_deny(ns, labels),
         allow_dns(ns, labels),
         platform_ingress,
+        eventing,
         same_tenant,
     ];
     if !egress.is_empty() {
