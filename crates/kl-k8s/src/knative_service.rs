@@ -282,7 +282,7 @@ pub fn autoscaling_annotations(
 
 /// Our duration (`60s`, `1m`, `2d`) as a Go duration, which Knative parses: whole seconds as
 /// `90s`, the rest in milliseconds. Go has no day unit, so `1d` must not pass through as is.
-fn go_duration(field: &'static str, text: &str) -> Result<String, RenderError> {
+pub(crate) fn go_duration(field: &'static str, text: &str) -> Result<String, RenderError> {
     let ms = parse_duration(text).map_err(|_| RenderError::Duration {
         field,
         value: text.to_owned(),

@@ -9,11 +9,13 @@
 //! | priority classes | PriorityClass | [`tenant`] |
 //! | build | Kaniko Job | [`build_job`] |
 //! | revision + traffic | Knative Service | [`knative_service`] |
+//! | platform autoscaling defaults | `knative-serving/config-autoscaler` ConfigMap | [`autoscaler_config`] |
 //! | broker, trigger, schedule | Knative Broker, Trigger, PingSource | [`eventing`] |
 //!
 //! Core kinds are `k8s-openapi` types; Knative's custom resources are small structs of ours
 //! holding only the fields we emit ([`crd`]).
 
+pub mod autoscaler_config;
 pub mod build_job;
 pub mod crd;
 pub mod eventing;
@@ -23,7 +25,7 @@ pub mod tenant;
 pub mod yaml;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -31,6 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use thiserror::Error;
 
+pub use autoscaler_config::render_autoscaler_config;
 pub use build_job::{BuildJobInput, BuildResources, KANIKO_IMAGE, Registry, render_build_job};
 pub use crd::{Broker, KnativeService, PingSource, Trigger};
 pub use eventing::{
@@ -87,6 +90,12 @@ pub enum RenderError {
         field: &'static str,
         config_key: &'static str,
     },
+    /// A platform autoscaling default has no key in Knative's `config-autoscaler`.
+    #[error("platform autoscaling.{field} cannot go in knative-serving/config-autoscaler: {reason}")]
+    NotInConfigAutoscaler {
+        field: &'static str,
+        reason: &'static str,
+    },
     /// A duration does not fit the Kubernetes field it maps to.
     #[error("{field} {value} does not fit Kubernetes: {reason}")]
     Duration {
@@ -113,6 +122,7 @@ pub enum Object {
     PriorityClass(PriorityClass),
     ResourceQuota(ResourceQuota),
     LimitRange(LimitRange),
+    ConfigMap(ConfigMap),
     NetworkPolicy(NetworkPolicy),
     Role(Role),
     RoleBinding(RoleBinding),
@@ -133,6 +143,7 @@ impl Object {
             Object::PriorityClass(_) => "PriorityClass",
             Object::ResourceQuota(_) => "ResourceQuota",
             Object::LimitRange(_) => "LimitRange",
+            Object::ConfigMap(_) => "ConfigMap",
             Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::Role(_) => "Role",
             Object::RoleBinding(_) => "RoleBinding",
@@ -147,7 +158,10 @@ impl Object {
     /// The object's `apiVersion`.
     pub fn api_version(&self) -> &'static str {
         match self {
-            Object::Namespace(_) | Object::ResourceQuota(_) | Object::LimitRange(_) => "v1",
+            Object::Namespace(_)
+            | Object::ResourceQuota(_)
+            | Object::LimitRange(_)
+            | Object::ConfigMap(_) => "v1",
             Object::PriorityClass(_) => "scheduling.k8s.io/v1",
             Object::NetworkPolicy(_) => "networking.k8s.io/v1",
             Object::Role(_) | Object::RoleBinding(_) => "rbac.authorization.k8s.io/v1",
@@ -173,6 +187,7 @@ impl Object {
             Object::PriorityClass(o) => &o.metadata,
             Object::ResourceQuota(o) => &o.metadata,
             Object::LimitRange(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Role(o) => &o.metadata,
             Object::RoleBinding(o) => &o.metadata,

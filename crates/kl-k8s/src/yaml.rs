@@ -12,14 +12,15 @@ fn apply_order(object: &Object) -> u8 {
         Object::PriorityClass(_) => 1,
         Object::ResourceQuota(_) => 2,
         Object::LimitRange(_) => 3,
-        Object::NetworkPolicy(_) => 4,
-        Object::Role(_) => 5,
-        Object::RoleBinding(_) => 6,
-        Object::Job(_) => 7,
-        Object::KnativeService(_) => 8,
-        Object::Broker(_) => 9,
-        Object::Trigger(_) => 10,
-        Object::PingSource(_) => 11,
+        Object::ConfigMap(_) => 4,
+        Object::NetworkPolicy(_) => 5,
+        Object::Role(_) => 6,
+        Object::RoleBinding(_) => 7,
+        Object::Job(_) => 8,
+        Object::KnativeService(_) => 9,
+        Object::Broker(_) => 10,
+        Object::Trigger(_) => 11,
+        Object::PingSource(_) => 12,
     }
 }
 

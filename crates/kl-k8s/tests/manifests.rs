@@ -16,9 +16,9 @@ use kl_events::filter::Filter;
 use kl_events::schedule::Schedule;
 use kl_k8s::{
     BrokerInput, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry,
-    SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_broker, render_build_job,
-    render_build_namespace, render_knative_service, render_ping_source, render_priority_classes,
-    render_tenant, render_trigger, to_yaml,
+    SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_autoscaler_config, render_broker,
+    render_build_job, render_build_namespace, render_knative_service, render_ping_source,
+    render_priority_classes, render_tenant, render_trigger, to_yaml,
 };
 use support::validate::{Outcome, validate_core, validate_crds, write_objects};
 
@@ -80,6 +80,17 @@ fn render_all() -> Vec<Object> {
     let platform = PlatformSettings::default();
     let mut objects = render_priority_classes();
     objects.extend(render_build_namespace(&platform).unwrap());
+    let platform_autoscaling = AutoscalerConfig {
+        stable_window: Some("60s".into()),
+        target_utilization_percentage: Some(70.0),
+        scale_to_zero_grace_period: Some("30s".into()),
+        max_scale_up_rate: Some(1000.0),
+        max_scale_down_rate: Some(2.0),
+        ..AutoscalerConfig::default()
+    };
+    objects.push(Object::ConfigMap(
+        render_autoscaler_config(&platform_autoscaling).unwrap(),
+    ));
     objects.extend(render_tenant("acme", &acme(), &platform).unwrap());
     objects.extend(render_tenant("beta", &TenantSpec::default(), &platform).unwrap());
 
@@ -314,6 +325,7 @@ fn every_kind_we_emit_is_rendered() {
         ("v1", "Namespace"),
         ("v1", "ResourceQuota"),
         ("v1", "LimitRange"),
+        ("v1", "ConfigMap"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("rbac.authorization.k8s.io/v1", "Role"),
