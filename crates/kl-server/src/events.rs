@@ -221,15 +221,11 @@ pub(crate) fn is_command(event: &CloudEvent) -> bool {
 }
 
 /// A random draw in `[0, 1)` for backoff jitter.
-pub(crate) fn jitter() -> f64 {
+fn jitter() -> f64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
-
-/// How long the dispatcher lets deliveries in flight finish at shutdown; the rest are
-/// delivered again after the restart.
-pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

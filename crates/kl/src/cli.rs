@@ -35,7 +35,7 @@ pub struct Conn {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the platform: control plane, builders, gateway.
+    /// Run the platform: control plane, builders, gateway, event broker.
     Server(ServerArgs),
     /// Start a server on a fresh data dir, deploy the examples, invoke them, keep serving.
     Quickstart(QuickstartArgs),

@@ -13,13 +13,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::sink::{self, Attempt};
-use super::{SHUTDOWN_GRACE, Subscriber, async_invoke, commands, jitter};
+use super::{Subscriber, async_invoke, commands, jitter};
 use crate::state::AppState;
 
 /// How long one `receive` waits for the first delivery before the loop looks around again.
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 /// Pause after the broker failed a receive, so an outage is not a busy loop.
 const BROKER_PAUSE: Duration = Duration::from_secs(1);
+/// How long deliveries in flight may finish at shutdown; the rest are delivered again after
+/// the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How a delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
