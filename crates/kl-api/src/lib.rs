@@ -1,5 +1,12 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
+mod events;
+
+pub use events::{
+    CreateTrigger, DeadLetterList, DeadLetterView, EventsAccepted, InvocationAccepted, InvocationState,
+    InvocationView, Rollback, ServingChanged, TriggerList, TriggerView, Uploaded,
+};
+
 use chrono::{DateTime, Utc};
 use kl_core::{ByteQuantity, CpuQuantity, FunctionSpec, Role, Runtime, TenantSpec};
 use serde::{Deserialize, Serialize};

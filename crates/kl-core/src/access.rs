@@ -89,6 +89,12 @@ pub enum Action {
     Invoke,
     /// Read function and build logs.
     ReadLogs,
+    /// Send events to a tenant's broker (and replay its dead letters): they invoke functions.
+    PublishEvents,
+    /// Create, replace and delete triggers.
+    ManageTriggers,
+    /// Read triggers, dead letters, async invocation results, and follow the event stream.
+    ReadEvents,
 }
 
 impl Action {
@@ -102,6 +108,7 @@ impl Action {
                 | Action::ReadTokens
                 | Action::ReadFunctions
                 | Action::ReadLogs
+                | Action::ReadEvents
         )
     }
 
@@ -126,6 +133,9 @@ impl Action {
             Action::DeleteFunction => "delete functions",
             Action::Invoke => "invoke",
             Action::ReadLogs => "read logs",
+            Action::PublishEvents => "publish events",
+            Action::ManageTriggers => "manage triggers",
+            Action::ReadEvents => "read events",
         }
     }
 }
@@ -182,7 +192,7 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
 mod tests {
     use super::*;
 
-    const TENANT_ACTIONS: [Action; 7] = [
+    const TENANT_ACTIONS: [Action; 10] = [
         Action::ReadTenant,
         Action::ManageTokens,
         Action::Deploy,
@@ -190,6 +200,9 @@ mod tests {
         Action::DeleteFunction,
         Action::Invoke,
         Action::ReadLogs,
+        Action::PublishEvents,
+        Action::ManageTriggers,
+        Action::ReadEvents,
     ];
 
     #[test]
@@ -197,11 +210,11 @@ mod tests {
         use Decision::{Allow as A, Forbidden as F};
         // Columns follow TENANT_ACTIONS.
         let expected = [
-            (Role::Admin, [A, A, A, A, A, A, A]),
-            (Role::Operator, [A, F, F, A, F, F, A]),
-            (Role::TenantAdmin, [A, A, A, A, A, A, A]),
-            (Role::Developer, [A, F, A, A, A, A, A]),
-            (Role::Viewer, [A, F, F, A, F, F, A]),
+            (Role::Admin, [A, A, A, A, A, A, A, A, A, A]),
+            (Role::Operator, [A, F, F, A, F, F, A, F, F, A]),
+            (Role::TenantAdmin, [A, A, A, A, A, A, A, A, A, A]),
+            (Role::Developer, [A, F, A, A, A, A, A, A, A, A]),
+            (Role::Viewer, [A, F, F, A, F, F, A, F, F, A]),
         ];
         for (role, row) in expected {
             let own = (!role.is_platform()).then_some("acme");

@@ -40,6 +40,19 @@ pub struct FunctionStatus {
     pub scale: Option<kl_core::ScaleDecision>,
 }
 
+/// A revision's running instance count changed (sampled once a second, so a start and a stop
+/// within the same second cancel out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scaled {
+    pub tenant: String,
+    pub function: String,
+    pub revision: String,
+    pub from: u32,
+    pub to: u32,
+    /// The autoscaler's wish at that moment.
+    pub desired: Option<u32>,
+}
+
 /// A ready revision the gateway can serve.
 #[derive(Debug, Clone)]
 pub struct RevisionTarget {
@@ -173,6 +186,7 @@ pub struct Gateway {
     rates: RateLimits,
     metrics: Arc<Metrics>,
     config: GatewayConfig,
+    scaled: tokio::sync::broadcast::Sender<Scaled>,
 }
 
 fn route_key(tenant: &str, function: &str) -> String {
@@ -188,9 +202,15 @@ impl Gateway {
             rates: RateLimits::new(),
             metrics: Arc::new(Metrics::new()),
             config,
+            scaled: tokio::sync::broadcast::channel(256).0,
         });
         tokio::spawn(tick(Arc::downgrade(&gateway)));
         gateway
+    }
+
+    /// Follows the changes of every revision's running instance count from now on.
+    pub fn watch_scale(&self) -> tokio::sync::broadcast::Receiver<Scaled> {
+        self.scaled.subscribe()
     }
 
     /// Applies a tenant's quotas and rate limit to what runs from now on.
@@ -348,8 +368,8 @@ fn rate(spec: RateSpec) -> Option<Rate> {
     Rate::new(spec.per_second, spec.burst())
 }
 
-/// Every second, until the gateway is dropped: each routed revision's autoscaler tick, then the
-/// idle reaper.
+/// Every second, until the gateway is dropped: each routed revision's autoscaler tick, the
+/// idle reaper, then a [`Scaled`] report if its instance count changed.
 async fn tick(gateway: std::sync::Weak<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,6 +379,17 @@ async fn tick(gateway: std::sync::Weak<Gateway>) {
         for pool in gateway.routes.load().values() {
             pool.autoscale();
             pool.reap_idle();
+            if let Some((from, to)) = pool.observe_scale() {
+                // Nobody following is not an error.
+                let _ = gateway.scaled.send(Scaled {
+                    tenant: pool.target.tenant.clone(),
+                    function: pool.target.function.clone(),
+                    revision: pool.target.revision.clone(),
+                    from,
+                    to,
+                    desired: pool.scale().map(|d| d.desired),
+                });
+            }
         }
     }
 }

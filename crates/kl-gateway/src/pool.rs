@@ -4,7 +4,7 @@
 //! never holds more requests than the revision's concurrency.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +130,8 @@ pub(crate) struct RevisionPool {
     changed: Notify,
     last_exit: Mutex<Option<LastExit>>,
     scaler: Mutex<Scaler>,
+    /// Running instances at the last [`RevisionPool::observe_scale`].
+    observed: AtomicU32,
 }
 
 /// A claimed slot on an instance; releases it when dropped.
@@ -200,6 +202,7 @@ impl RevisionPool {
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
             last_exit: Mutex::new(None),
+            observed: AtomicU32::new(0),
         }
     }
 
@@ -534,6 +537,16 @@ impl RevisionPool {
         for slot in idle {
             tokio::spawn(async move { slot.instance.stop(grace).await });
         }
+    }
+
+    /// The running instance count, `(before, now)`, when it changed since the last call.
+    pub(crate) fn observe_scale(&self) -> Option<(u32, u32)> {
+        let running = {
+            let state = self.state.lock().expect("pool lock");
+            state.entries.iter().filter(|e| e.slot.alive()).count() as u32
+        };
+        let before = self.observed.swap(running, Ordering::Relaxed);
+        (before != running).then_some((before, running))
     }
 
     /// The autoscaler's last decision.

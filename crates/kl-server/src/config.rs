@@ -41,6 +41,24 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// The autoscaler's platform defaults (Knative's unless set); functions override them.
     pub autoscaling: kl_core::AutoscalerConfig,
+    /// Where accepted events wait for delivery.
+    pub bus: Bus,
+    /// Size limits on ingested events (413 above them).
+    pub event_limits: kl_events::http_binding::Limits,
+    /// How long an accepted event's (source, id) is remembered: a repeat within it is
+    /// acknowledged and not delivered again.
+    pub dedupe_window: Duration,
+    /// Event deliveries (and async invocations) running at once.
+    pub dispatch_concurrency: usize,
+}
+
+/// The durable queue under eventing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    /// In the metadata store (SQLite): nothing else to run.
+    Embedded,
+    /// RabbitMQ at `url`, every exchange and queue named under `prefix`.
+    Amqp { url: String, prefix: String },
 }
 
 impl ServerConfig {
@@ -63,6 +81,10 @@ impl ServerConfig {
             pids_per_instance: 256,
             max_queue: 1000,
             autoscaling: kl_core::AutoscalerConfig::default(),
+            bus: Bus::Embedded,
+            event_limits: kl_events::http_binding::Limits::default(),
+            dedupe_window: Duration::from_secs(24 * 3600),
+            dispatch_concurrency: 32,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Deploys: upload and validate a source archive, create a revision, build it in the
-//! background, prove it serves, then switch traffic. Also restores routes after a restart.
+//! background, prove it serves, then switch traffic; switch traffic back to an older revision
+//! (rollback). Also restores routes after a restart.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +11,12 @@ use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use kl_api::DeployAccepted;
+use kl_api::{DeployAccepted, Rollback, ServingChanged};
 use kl_build::{Artifact, BuildInput, BuildLog, LAUNCH_FILE};
 use kl_core::{Action, FunctionSettings, Launch, Quota, admit, validate_function_name};
 use kl_events::{lifecycle, types};
 use kl_gateway::RevisionTarget;
-use kl_store::{RevisionRecord, RevisionStatus};
+use kl_store::{RevisionRecord, RevisionStatus, revision_name};
 use object_store::ObjectStoreExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -24,7 +25,7 @@ use tempfile::TempDir;
 
 use crate::ServerError;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, parse_json};
 use crate::quota::BuildClaim;
 use crate::state::AppState;
 
@@ -44,7 +45,7 @@ pub(crate) async fn upload(
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let principal = state.authorize(&caller, Action::Deploy, Some(&tenant)).await?;
     validate_function_name(&function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
-    let (tenant_spec, limits) = state.tenant_limits(&tenant).await?;
+    state.require_tenant(&tenant).await?;
     let settings: FunctionSettings = match &query.options {
         Some(json) => serde_json::from_str(json).map_err(|e| {
             ApiError::bad_request("InvalidOptions", format!("deploy options are invalid: {e}"))
@@ -52,20 +53,37 @@ pub(crate) async fn upload(
         None => FunctionSettings::default(),
     };
     let archive = read_limited(body, state.config.max_upload_bytes).await?;
+    let accepted = deploy_archive(&state, &tenant, &function, settings, archive).await?;
+    tracing::info!(%tenant, %function, revision = %accepted.revision, token = %principal.token_id, "deploy accepted");
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Deploys a source archive (an upload, or an object a command event names): validates it,
+/// creates the revision and starts its build in the background. What the REST upload and
+/// `command.build.start` share, after their own authorization.
+pub(crate) async fn deploy_archive(
+    state: &Arc<AppState>,
+    tenant: &str,
+    function: &str,
+    settings: FunctionSettings,
+    archive: Bytes,
+) -> Result<DeployAccepted, ApiError> {
+    validate_function_name(function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
+    let (tenant_spec, limits) = state.tenant_limits(tenant).await?;
     let digest = hex::encode(Sha256::digest(&archive));
     let staging = tempfile::Builder::new()
         .prefix("upload-")
         .tempdir_in(state.layout.staging())?;
-    unpack(&state, archive.clone(), &staging).await?;
+    unpack(state, archive.clone(), &staging).await?;
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
     state.builder.resolve(&root, &settings, &limits)?;
     // Hard quotas before the build slot, so a deploy that cannot succeed answers 403, not 429.
     // (The store admits them again, atomically, when it creates the revision.)
-    if state.store.function(&tenant, &function).await.is_err() {
-        let used = state.store.function_count(&tenant).await?;
+    if state.store.function(tenant, function).await.is_err() {
+        let used = state.store.function_count(tenant).await?;
         admit(
-            &tenant,
+            tenant,
             Quota::Functions,
             used,
             1,
@@ -74,32 +92,31 @@ pub(crate) async fn upload(
     }
     let claim = state
         .tenant_builds
-        .claim(&tenant, Some(tenant_spec.quotas.concurrent_builds))?;
+        .claim(tenant, Some(tenant_spec.quotas.concurrent_builds))?;
     let source_bytes = archive.len() as u64;
     let key = format!("sources/{tenant}/{function}/{digest}.archive");
     // The revision first: it admits the functions and storage quotas, and a refused deploy
     // must store nothing.
     let rev = state
         .store
-        .create_revision(&tenant, &function, &settings, &key, &digest, source_bytes)
+        .create_revision(tenant, function, &settings, &key, &digest, source_bytes)
         .await?;
     if let Err(e) = state.objects.put(&key.as_str().into(), archive.into()).await {
         let message = format!("could not store the source: {e}");
         let _ = state
             .store
-            .finish_revision(&tenant, &function, rev.number, Err(&message), 0)
+            .finish_revision(tenant, function, rev.number, Err(&message), 0)
             .await;
         return Err(ApiError::internal(message));
     }
-    tracing::info!(%tenant, %function, revision = %rev.name(), token = %principal.token_id, "deploy accepted");
     let accepted = DeployAccepted {
-        tenant,
-        function,
+        tenant: tenant.to_owned(),
+        function: function.to_owned(),
         revision: rev.name(),
         number: rev.number,
     };
-    tokio::spawn(build_job(state, rev, Some(staging), claim));
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    tokio::spawn(build_job(state.clone(), rev, Some(staging), claim));
+    Ok(accepted)
 }
 
 /// Reads a request body, refusing (413) more than `limit` bytes.
@@ -150,13 +167,12 @@ pub(crate) async fn build_job(
         .await;
     let started = Instant::now();
     let event = |ty: &str, data: serde_json::Value| lifecycle(ty, &rev.tenant, &rev.function, &name, data);
-    state
-        .bus
-        .publish(event(
-            types::BUILD_STARTED,
-            json!({"revision": name, "number": rev.number}),
-        ))
-        .await;
+    let emit = |event| state.events.emit(&rev.tenant, event);
+    emit(event(
+        types::BUILD_STARTED,
+        json!({"revision": name, "number": rev.number}),
+    ))
+    .await;
     let log_path = state.layout.build_log(&rev.tenant, &rev.function, rev.number);
     let outcome = match open_log(&log_path) {
         Ok(log) => {
@@ -178,17 +194,12 @@ pub(crate) async fn build_job(
     match outcome {
         Ok(artifact) => {
             tracing::info!(revision = %name, ms, digest = %artifact.digest, "revision ready");
-            state
-                .bus
-                .publish(event(
-                    types::BUILD_COMPLETED,
-                    json!({"revision": name, "digest": artifact.digest, "durationMs": ms, "depsCached": artifact.deps_cached}),
-                ))
-                .await;
-            state
-                .bus
-                .publish(event(types::FUNCTION_READY, json!({"revision": name})))
-                .await;
+            emit(event(
+                types::BUILD_COMPLETED,
+                json!({"revision": name, "digest": artifact.digest, "durationMs": ms, "depsCached": artifact.deps_cached}),
+            ))
+            .await;
+            emit(event(types::FUNCTION_READY, json!({"revision": name}))).await;
         }
         Err(error) => {
             tracing::warn!(revision = %name, %error, "build failed");
@@ -201,13 +212,11 @@ pub(crate) async fn build_job(
             }
             let _ = tokio::fs::remove_dir_all(state.layout.artifact(&rev.tenant, &rev.function, rev.number))
                 .await;
-            state
-                .bus
-                .publish(event(
-                    types::BUILD_FAILED,
-                    json!({"revision": name, "error": error, "durationMs": ms}),
-                ))
-                .await;
+            emit(event(
+                types::BUILD_FAILED,
+                json!({"revision": name, "error": error, "durationMs": ms}),
+            ))
+            .await;
         }
     }
 }
@@ -405,4 +414,97 @@ async fn restore_target(state: &AppState, rev: &RevisionRecord) -> Result<Revisi
         .map_err(|e| format!("{}: {e}", launch_path.display()))?;
     let launch: Launch = serde_json::from_slice(&launch).map_err(|e| e.to_string())?;
     target(state, rev, spec, launch).await
+}
+
+/// Serves a ready revision of a function: `revision`, or without it the newest ready revision
+/// older than the serving one (a rollback). Like a build's promotion, the revision must first
+/// answer its readiness check; the old one drains. What `POST …/rollback` and the
+/// `command.function.{deploy,rollback}` events share.
+pub(crate) async fn serve_revision(
+    state: &Arc<AppState>,
+    tenant: &str,
+    function: &str,
+    revision: Option<i64>,
+) -> Result<ServingChanged, ApiError> {
+    let record = state.store.function(tenant, function).await?;
+    let revisions = state.store.revisions(tenant, function).await?;
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "Conflict", m);
+    let rev = match revision {
+        Some(n) => revisions.iter().find(|r| r.number == n).ok_or_else(|| {
+            ApiError::not_found(format!("revision {} not found", revision_name(function, n)))
+        })?,
+        None => {
+            let serving = record.serving_revision.ok_or_else(|| {
+                conflict(format!(
+                    "function {function:?} serves no revision to roll back from"
+                ))
+            })?;
+            revisions
+                .iter()
+                .find(|r| r.number < serving && r.status == RevisionStatus::Ready)
+                .ok_or_else(|| {
+                    conflict(format!(
+                        "function {function:?} has no ready revision older than {} to roll back to",
+                        revision_name(function, serving)
+                    ))
+                })?
+        }
+    };
+    let previous = record.serving_revision.map(|n| revision_name(function, n));
+    if rev.status != RevisionStatus::Ready {
+        return Err(conflict(format!(
+            "revision {} is {}, not ready: only a built revision can serve",
+            rev.name(),
+            rev.status.as_str()
+        )));
+    }
+    if record.serving_revision == Some(rev.number) {
+        return Ok(ServingChanged {
+            function: function.to_owned(),
+            serving: rev.name(),
+            previous,
+        });
+    }
+    let target = restore_target(state, rev).await.map_err(ApiError::internal)?;
+    let prepared = state.gateway.prepare(target).await?;
+    {
+        let _promotion = state.promote.lock().await;
+        if let Err(e) = state.store.set_serving(tenant, function, rev.number).await {
+            prepared.discard().await;
+            return Err(e.into());
+        }
+        state.gateway.install(prepared);
+    }
+    tracing::info!(%tenant, %function, revision = %rev.name(), ?previous, "serving revision changed");
+    let data = json!({"revision": rev.name(), "previous": previous});
+    state
+        .events
+        .emit(
+            tenant,
+            lifecycle(types::FUNCTION_UPDATED, tenant, function, &rev.name(), data),
+        )
+        .await;
+    Ok(ServingChanged {
+        function: function.to_owned(),
+        serving: rev.name(),
+        previous,
+    })
+}
+
+/// `POST /v1/tenants/{t}/functions/{f}/rollback` (body optional: `{"revision": N}`).
+pub(crate) async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, function)): Path<(String, String)>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<ServingChanged>, ApiError> {
+    let principal = state.authorize(&caller, Action::Deploy, Some(&tenant)).await?;
+    let request: Rollback = if body.is_empty() {
+        Rollback::default()
+    } else {
+        parse_json(&body)?
+    };
+    let changed = serve_revision(&state, &tenant, &function, request.revision).await?;
+    tracing::info!(%tenant, %function, serving = %changed.serving, token = %principal.token_id, "rollback");
+    Ok(Json(changed))
 }

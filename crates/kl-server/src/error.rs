@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use kl_api::{ErrorBody, ErrorDetail};
 use kl_build::{ArchiveError, BuildError};
+use kl_events::{BrokerError, EventError};
 use kl_gateway::GatewayError;
 use kl_store::StoreError;
 
@@ -150,6 +151,49 @@ impl From<kl_core::QuotaExceeded> for ApiError {
             StatusCode::FORBIDDEN
         };
         ApiError::new(status, "QuotaExceeded", q.to_string())
+    }
+}
+
+/// An event refused at ingress: the status the pure layer chose, a code naming the problem,
+/// and a message naming the attribute (and, in a batch, the event's index).
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> ApiError {
+        fn code(e: &EventError) -> &'static str {
+            match e {
+                EventError::Missing { .. } | EventError::Invalid { .. } => "InvalidEvent",
+                EventError::Malformed { .. } => "MalformedEvent",
+                EventError::UnsupportedFormat { .. } => "UnsupportedEventFormat",
+                EventError::NotACloudEvent => "NotACloudEvent",
+                EventError::TooLarge { .. } | EventError::TooManyEvents { .. } => "EventTooLarge",
+                EventError::InBatch { source, .. } => code(source),
+            }
+        }
+        ApiError::new(e.status(), code(&e), e.to_string())
+    }
+}
+
+/// The broker could not take or give back deliveries: nothing was accepted, so the producer
+/// should retry.
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> ApiError {
+        match e {
+            BrokerError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            BrokerError::Invalid(message) => ApiError::bad_request("InvalidEvent", message),
+            BrokerError::Backend { .. } | BrokerError::Unavailable { .. } => {
+                tracing::error!(error = %e, "event broker unavailable");
+                ApiError {
+                    retry_after_secs: Some(5),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "BrokerUnavailable",
+                        e.to_string(),
+                    )
+                }
+            }
+            BrokerError::LeaseLost { .. }
+            | BrokerError::Corrupt { .. }
+            | BrokerError::ForeignReceipt { .. } => ApiError::internal(e),
+        }
     }
 }
 

@@ -209,10 +209,19 @@ pub(crate) async fn delete(
     let principal = state
         .authorize(&caller, Action::DeleteFunction, Some(&tenant))
         .await?;
+    delete_function(&state, &tenant, &function).await?;
+    tracing::info!(%tenant, %function, token = %principal.token_id, "function deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a function (404 if it does not exist): what the REST call and the
+/// `command.service.delete` event share. Its triggers stay, as Knative's do when their
+/// subscriber goes; their deliveries fail until a function of that name is deployed again.
+pub(crate) async fn delete_function(state: &AppState, tenant: &str, function: &str) -> Result<(), ApiError> {
     let existed = {
         let _promotion = state.promote.lock().await;
-        let existed = state.store.delete_function(&tenant, &function).await?;
-        state.gateway.remove(&tenant, &function);
+        let existed = state.store.delete_function(tenant, function).await?;
+        state.gateway.remove(tenant, function);
         existed
     };
     if !existed {
@@ -220,17 +229,14 @@ pub(crate) async fn delete(
             "function {function:?} in tenant {tenant:?} not found"
         )));
     }
-    let _ = tokio::fs::remove_dir_all(state.layout.function_artifacts(&tenant, &function)).await;
-    state
-        .bus
-        .publish(lifecycle(
-            types::FUNCTION_DELETED,
-            &tenant,
-            &function,
-            &function,
-            serde_json::json!({}),
-        ))
-        .await;
-    tracing::info!(%tenant, %function, token = %principal.token_id, "function deleted");
-    Ok(StatusCode::NO_CONTENT)
+    let _ = tokio::fs::remove_dir_all(state.layout.function_artifacts(tenant, function)).await;
+    let event = lifecycle(
+        types::FUNCTION_DELETED,
+        tenant,
+        function,
+        function,
+        serde_json::json!({}),
+    );
+    state.events.emit(tenant, event).await;
+    Ok(())
 }

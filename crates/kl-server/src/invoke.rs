@@ -1,5 +1,5 @@
 //! `ANY /fn/{tenant}/{function}[/{rest}]`: authenticate (unless public), bound the body, and
-//! hand the call to the gateway.
+//! hand the call to the gateway, or, with `Prefer: respond-async`, queue it and answer 202.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use kl_gateway::Invocation;
 use crate::auth::Caller;
 use crate::deploy::read_limited;
 use crate::error::ApiError;
+use crate::events;
 use crate::state::AppState;
 
 /// Serves both `/fn/{tenant}/{function}` and `/fn/{tenant}/{function}/{*rest}`.
@@ -40,6 +41,10 @@ pub(crate) async fn invoke(
     }
     let body = read_limited(body, state.config.max_request_bytes).await?;
     let path_and_query = function_path(&uri, tenant, function, params.get("rest"));
+    if events::is_async(&headers) {
+        return events::queue_invocation(&state, tenant, function, method, path_and_query, headers, body)
+            .await;
+    }
     let request_id = uuid::Uuid::new_v4().to_string();
     let call = Invocation {
         method,

@@ -1,34 +1,38 @@
-//! `kl server`: the control plane (`/v1`), the gateway (`/fn`) and health (`/healthz`) on one
-//! listener, wired to the embedded defaults: SQLite, a local object store, the in-process
-//! event bus and the local process runtime.
+//! `kl server`: the control plane (`/v1`), the gateway (`/fn`), eventing (`/v1/events`,
+//! triggers, dead letters, async invocations) and health (`/healthz`) on one listener, wired to
+//! the embedded defaults: SQLite, a local object store, the broker in the metadata store (or
+//! RabbitMQ) and the local process runtime.
 
 mod auth;
 mod build_slots;
 mod config;
 mod deploy;
 mod error;
+mod events;
 mod functions;
 mod invoke;
 mod logs;
 mod quota;
 mod state;
 mod tenants;
+mod uploads;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use kl_build::{Builder, BuilderConfig};
-use kl_events::InProcessBus;
+use kl_events::broker::amqp::{AmqpBroker, AmqpOptions};
+use kl_events::{Broker, BrokerError, EventBus};
 use kl_gateway::egress::{EgressConfig, EgressProxies};
 use kl_gateway::{Gateway, GatewayConfig};
 use kl_runtime::{LocalRuntime, LocalRuntimeConfig};
-use kl_store::Store;
+use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::ServerConfig;
+pub use config::{Bus, ServerConfig};
 use state::AppState;
 
 /// Why the server could not start.
@@ -38,6 +42,9 @@ pub enum ServerError {
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] kl_store::StoreError),
+    /// The event broker (RabbitMQ with `--bus amqp://…`) could not be reached or set up.
+    #[error("cannot open the event broker: {0}")]
+    Broker(#[from] BrokerError),
     #[error("cannot open the object store: {0}")]
     Objects(#[from] object_store::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -124,6 +131,21 @@ impl Server {
         let builder = Builder::new(BuilderConfig {
             cache_dir: layout.cache.clone(),
         });
+        let broker: Arc<dyn Broker> = match &config.bus {
+            Bus::Embedded => {
+                // A lease outlives the longest attempt (a function's timeout, queueing included).
+                let lease = std::time::Duration::from_millis(config.spec_limits.max_timeout_ms) * 2;
+                Arc::new(SqliteBroker::open(&store, lease).await?)
+            }
+            Bus::Amqp { url, prefix } => {
+                let options = AmqpOptions {
+                    prefix: prefix.clone(),
+                    ..AmqpOptions::default()
+                };
+                Arc::new(AmqpBroker::connect(url, options).await?)
+            }
+        };
+        let triggers = events::TriggerRegistry::load(&store).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Listen {
@@ -132,9 +154,10 @@ impl Server {
             })?;
         let state = Arc::new(AppState {
             tokens: auth::Tokens::load(&store).await?,
+            events: events::Events::new(broker, triggers, store.clone()),
             store,
             objects: Arc::new(objects),
-            bus: Arc::new(InProcessBus::new(1024)),
+            shutdown: tokio::sync::watch::channel(false).0,
             builder,
             gateway,
             egress: EgressProxies::new(layout.egress_dir(), EgressConfig::default()),
@@ -157,26 +180,54 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Follows the lifecycle events published from now on.
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<kl_events::CloudEvent> {
-        self.state.bus.subscribe()
+    /// Follows every tenant's events (ingested, lifecycle, responses) from now on.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<kl_events::TenantEvent>> {
+        self.state.events.feed.subscribe()
     }
 
-    /// Serves until `shutdown` resolves, then stops every instance it started.
+    /// Serves until `shutdown` resolves, then lets deliveries in flight finish (briefly) and
+    /// stops every instance it started.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let app = router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), data_dir = %self.state.layout.root.display(), "kl server listening");
+        let state = self.state.clone();
+        let app = router(state.clone());
+        let dispatcher = tokio::spawn(events::dispatch(state.clone(), state.shutdown.subscribe()));
+        let background = [
+            tokio::spawn(events::scheduler(state.clone())),
+            tokio::spawn(events::sweeper(state.clone())),
+            tokio::spawn(events::scaling(state.clone())),
+        ];
+        tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), bus = ?bus_name(&state.config.bus), "kl server listening");
+        let stopping = state.clone();
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends event streams (which would otherwise hold the shutdown) and the dispatcher.
+                stopping.shutdown.send_replace(true);
+            })
             .await;
-        tracing::info!("shutting down: stopping instances");
-        self.state.gateway.shutdown().await;
+        tracing::info!("shutting down: draining event deliveries, stopping instances");
+        for task in background {
+            task.abort();
+        }
+        if let Err(e) = dispatcher.await {
+            tracing::error!(error = %e, "the event dispatcher failed");
+        }
+        state.gateway.shutdown().await;
         served.map_err(ServerError::Serve)
+    }
+}
+
+/// The broker in the startup log line (never the URL: it may hold a password).
+fn bus_name(bus: &Bus) -> &'static str {
+    match bus {
+        Bus::Embedded => "embedded",
+        Bus::Amqp { .. } => "amqp",
     }
 }
 
 fn router(state: Arc<AppState>) -> Router {
     let fns = "/v1/tenants/{tenant}/functions";
+    let tenant = "/v1/tenants/{tenant}";
     Router::new()
         .route(
             "/healthz",
@@ -203,6 +254,31 @@ fn router(state: Arc<AppState>) -> Router {
             get(functions::dockerfile),
         )
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
+        .route(&format!("{fns}/{{function}}/rollback"), post(deploy::rollback))
+        .route(&format!("{tenant}/uploads/{{name}}"), put(uploads::put_upload))
+        .route("/v1/events", post(events::ingest_own))
+        .route(&format!("{tenant}/events"), post(events::ingest))
+        .route(&format!("{tenant}/events/stream"), get(events::follow))
+        .route(
+            &format!("{tenant}/triggers"),
+            get(events::list_triggers).post(events::create_trigger),
+        )
+        .route(
+            &format!("{tenant}/triggers/{{name}}"),
+            get(events::describe_trigger)
+                .put(events::put_trigger)
+                .delete(events::delete_trigger),
+        )
+        .route(&format!("{tenant}/dlq"), get(events::list_dead_letters))
+        .route(&format!("{tenant}/dlq/{{id}}"), get(events::show_dead_letter))
+        .route(
+            &format!("{tenant}/dlq/{{id}}/replay"),
+            post(events::replay_dead_letter),
+        )
+        .route(
+            &format!("{tenant}/invocations/{{id}}"),
+            get(events::get_invocation),
+        )
         .route("/v1/functions", get(functions::list_all))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(

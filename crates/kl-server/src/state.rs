@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use kl_build::Builder;
 use kl_core::{SpecLimits, TenantSpec};
-use kl_events::EventBus;
 use kl_gateway::Gateway;
 use kl_gateway::egress::{EgressPolicy, EgressProxies, RuleError};
 use kl_store::Store;
@@ -17,7 +16,10 @@ use crate::error::ApiError;
 pub(crate) struct AppState {
     pub store: Store,
     pub objects: Arc<dyn ObjectStore>,
-    pub bus: Arc<dyn EventBus>,
+    /// Ingress fan-out, the durable broker, triggers and the live feed.
+    pub events: crate::events::Events,
+    /// Turns true when the server starts shutting down: the dispatcher drains, streams end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     pub builder: Builder,
     pub gateway: Arc<Gateway>,
     /// One egress proxy per tenant: the sandbox's only way out.

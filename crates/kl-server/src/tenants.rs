@@ -126,6 +126,8 @@ pub(crate) async fn delete(
     }
     state.store.delete_tenant(&tenant).await?;
     state.egress.remove(&tenant);
+    // Its triggers went with it (cascade): no more pings for it.
+    state.events.triggers.reload(&state.store).await?;
     state.tokens.reload(&state.store).await?;
     tracing::info!(%tenant, token = %principal.token_id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -1,9 +1,10 @@
-//! Builds publish `io.knative.lambda.lifecycle.*` CloudEvents on the bus, with the catalog's
-//! source, subject and correlation id.
+//! Builds publish `io.knative.lambda.lifecycle.*` CloudEvents on the live feed, for their
+//! tenant, with the catalog's source, subject and correlation id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use kl_events::CloudEvent;
+use kl_events::{CloudEvent, TenantEvent};
 use kl_server::{Server, ServerConfig};
 
 fn python_source(body: &str) -> Vec<u8> {
@@ -19,12 +20,13 @@ fn python_source(body: &str) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<CloudEvent>, ty: &str) -> CloudEvent {
+async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<Arc<TenantEvent>>, ty: &str) -> CloudEvent {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let ev = rx.recv().await.expect("bus open");
-            if ev.ty == ty {
-                return ev;
+            let published = rx.recv().await.expect("feed open");
+            if published.event.ty == ty {
+                assert_eq!(published.tenant, "default");
+                return published.event.clone();
             }
         }
     })

@@ -1,9 +1,13 @@
-//! The metadata store: tenants, tokens, functions and revisions, in SQLite (WAL, busy timeout)
-//! with embedded migrations. The desired state lives here; reconcilers read it back on start.
+//! The metadata store: tenants, tokens, functions, revisions, triggers and async invocations,
+//! in SQLite (WAL, busy timeout) with embedded migrations, and the embedded event broker. The
+//! desired state lives here; reconcilers read it back on start.
 
+mod accepted;
+mod invocations;
 mod migrations;
 mod queue;
 mod records;
+mod triggers;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,10 +21,13 @@ use sqlx::sqlite::{
 };
 use thiserror::Error;
 
+pub use accepted::EventId;
+pub use invocations::{InvocationOutcome, InvocationRecord, InvocationStatus};
 pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
 };
+pub use triggers::TriggerRecord;
 
 /// What can go wrong talking to the store.
 #[derive(Debug, Error)]

@@ -35,7 +35,7 @@ pub struct Conn {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the platform: control plane, builders, gateway.
+    /// Run the platform: control plane, builders, gateway, event broker.
     Server(ServerArgs),
     /// Start a server on a fresh data dir, deploy the examples, invoke them, keep serving.
     Quickstart(QuickstartArgs),
@@ -51,8 +51,12 @@ pub enum Command {
     Logs(LogsArgs),
     /// Delete a function and its revisions.
     Rm(FunctionRef),
+    /// Serve an older ready revision again (default: the one before the serving one).
+    Rollback(RollbackArgs),
     #[command(flatten)]
     Access(AccessCommand),
+    #[command(flatten)]
+    Eventing(EventingCommand),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +102,19 @@ pub struct ServerArgs {
     /// so that a cold start skips making one. 0 makes each on demand.
     #[arg(long = "warm-sandboxes", default_value_t = kl_runtime::sandbox::DEFAULT_WARM_SHELLS)]
     pub warm_sandboxes: usize,
+    /// Where accepted events wait for delivery: `embedded` (in the metadata store) or a
+    /// RabbitMQ URL, `amqp://USER:PASS@HOST:5672/VHOST`.
+    #[arg(long, env = "KL_BUS", default_value = "embedded", hide_env_values = true)]
+    pub bus: String,
+    /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
+    #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]
+    pub bus_prefix: String,
+    /// How long an accepted event's (source, id) is remembered: a repeat is not delivered again.
+    #[arg(long = "dedupe-window", default_value = "24h", value_parser = parse_duration)]
+    pub dedupe_window: std::time::Duration,
+    /// Event deliveries and async invocations running at once.
+    #[arg(long = "dispatch-concurrency", default_value_t = 32)]
+    pub dispatch_concurrency: usize,
 }
 
 /// `--isolation`.
@@ -195,6 +212,22 @@ pub struct InvokeArgs {
     /// Print the status line and headers to stderr.
     #[arg(long, short = 'i')]
     pub include: bool,
+    /// Queue the call and print its invocation id (`kl invocation get ID` shows the outcome).
+    #[arg(long = "async")]
+    pub run_async: bool,
+    /// Where the async call's response event goes besides triggers: a function NAME or an
+    /// http:// URL.
+    #[arg(long, requires = "run_async")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub function: FunctionRef,
+    /// The revision number to serve.
+    #[arg(long)]
+    pub to: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -378,6 +411,197 @@ pub struct ApplyArgs {
 pub enum ExportCommand {
     /// A tenant as a `kind: Tenant` document.
     Tenant(TenantRef),
+    /// A trigger as a `kind: Trigger` document.
+    Trigger(TriggerRef),
+}
+
+/// Events, triggers and async invocations.
+#[derive(Debug, Subcommand)]
+pub enum EventingCommand {
+    /// Send events, follow them, upload sources for command events, handle dead letters.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Route a tenant's events (or a schedule) to a function.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Show async invocations.
+    #[command(subcommand)]
+    Invocation(InvocationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Send one CloudEvent (binary mode) to the tenant's broker.
+    Send(SendArgs),
+    /// Follow the tenant's events live (ingested, lifecycle, responses, pings).
+    Tail(TailArgs),
+    /// Put a source archive (or a directory, packed) in the object store for command events.
+    Upload(UploadArgs),
+    /// List, show and replay dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[arg(long = "type")]
+    pub ty: String,
+    #[arg(long, default_value = "/kl/cli")]
+    pub source: String,
+    /// Default: a fresh UUID. Sending the same source and id again is acknowledged once.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// The data: JSON, text, or @FILE.
+    #[arg(long, short = 'd')]
+    pub data: Option<String>,
+    /// The data's content type (default: JSON when it parses as JSON, else text).
+    #[arg(long = "content-type")]
+    pub content_type: Option<String>,
+    /// An extension attribute NAME=VALUE; repeatable.
+    #[arg(long = "ext", value_parser = parse_env)]
+    pub extensions: Vec<(String, String)>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// ATTRIBUTE=VALUE, ATTRIBUTE=prefix:VALUE or ATTRIBUTE=suffix:VALUE; repeatable (all hold).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// An archive (.tar.gz, .tgz, .tar, .zip) or a directory (packed, honouring .klignore).
+    pub path: PathBuf,
+    /// The name to store it under (default: the file name; a directory's name + .tar.gz).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The oldest dead letters.
+    Ls(DlqLsArgs),
+    /// One dead letter, with its event.
+    Show(DeadLetterRef),
+    /// Queue a dead letter again (it is delivered once more, from its first attempt).
+    Replay(DeadLetterRef),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqLsArgs {
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterRef {
+    pub id: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Create a trigger.
+    Create(TriggerCreateArgs),
+    /// List triggers.
+    Ls(TriggerLsArgs),
+    /// Show a trigger.
+    Describe(TriggerDescribeArgs),
+    /// Delete a trigger.
+    Rm(TriggerRef),
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerRef {
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerCreateArgs {
+    pub name: String,
+    /// The function events are delivered to.
+    #[arg(long)]
+    pub function: String,
+    /// ATTRIBUTE=VALUE (exact), ATTRIBUTE=prefix:VALUE or ATTRIBUTE=suffix:VALUE, on `type`,
+    /// `source`, `subject` or any extension; repeatable, all must hold; none matches every event.
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Ping the function on this cron schedule (UTC), e.g. '*/5 * * * *', instead of filtering.
+    #[arg(long, conflicts_with = "filters")]
+    pub schedule: Option<String>,
+    /// JSON data of each scheduled ping.
+    #[arg(long, requires = "schedule")]
+    pub data: Option<String>,
+    /// Retries after the first attempt (default 10).
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// The unit of backoff, e.g. 200ms (default).
+    #[arg(long = "backoff-delay", value_parser = parse_duration)]
+    pub backoff_delay: Option<std::time::Duration>,
+    /// exponential (default) or linear.
+    #[arg(long = "backoff-policy", value_parser = ["exponential", "linear"])]
+    pub backoff_policy: Option<String>,
+    /// Cap on one backoff (default 5m).
+    #[arg(long = "backoff-max", value_parser = parse_duration)]
+    pub backoff_max: Option<std::time::Duration>,
+    /// Deadline of one delivery attempt (default: the function's timeout).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Where events go once retries are spent, besides the dead-letter queue: a function
+    /// NAME or an http:// URL.
+    #[arg(long = "dead-letter")]
+    pub dead_letter: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerLsArgs {
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerDescribeArgs {
+    #[command(flatten)]
+    pub trigger: TriggerRef,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvocationCommand {
+    /// An async invocation's status and result.
+    Get(InvocationGetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InvocationGetArgs {
+    pub id: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod audit;
 pub mod deploy;
+pub mod events;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
@@ -10,8 +11,9 @@ pub mod server;
 pub mod spec;
 pub mod tenant;
 pub mod token;
+pub mod trigger;
 
-use crate::cli::AccessCommand;
+use crate::cli::{AccessCommand, EventingCommand};
 use crate::client::Client;
 
 /// Runs a tenancy or access command.
@@ -22,5 +24,14 @@ pub async fn access(client: &Client, command: AccessCommand) -> anyhow::Result<(
         AccessCommand::Audit(args) => audit::audit(client, args).await,
         AccessCommand::Apply(args) => apply::apply(client, args).await,
         AccessCommand::Export(command) => apply::export(client, command).await,
+    }
+}
+
+/// Runs an eventing command.
+pub async fn eventing(client: &Client, command: EventingCommand) -> anyhow::Result<()> {
+    match command {
+        EventingCommand::Events(command) => events::events(client, command).await,
+        EventingCommand::Trigger(command) => trigger::trigger(client, command).await,
+        EventingCommand::Invocation(command) => invoke::invocation(client, command).await,
     }
 }

@@ -48,7 +48,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Describe(args) => cmd::functions::describe(&client, args).await,
                 Command::Logs(args) => cmd::logs::logs(&client, args).await,
                 Command::Rm(args) => cmd::functions::rm(&client, args).await,
+                Command::Rollback(args) => cmd::functions::rollback(&client, args).await,
                 Command::Access(command) => cmd::access(&client, command).await,
+                Command::Eventing(command) => cmd::eventing(&client, command).await,
                 Command::Server(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }

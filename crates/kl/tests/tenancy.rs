@@ -553,6 +553,10 @@ enum Body {
     /// JSON, after `{t}` (the target tenant) and `{new}` (a fresh name) are filled in.
     Json(&'static str),
     Bytes(&'static str),
+    /// A structured-mode CloudEvent, filled in as `Json` is.
+    Event(&'static str),
+    /// JSON sent with `Prefer: respond-async`.
+    Async(&'static str),
 }
 
 /// One route of the server's router (crates/kl-server/src/lib.rs).
@@ -589,12 +593,18 @@ const fn r(
 /// The spec that `acme` and `globex` are created with.
 const SPEC: &str = r#"{"quotas": {"functions": 10, "concurrentBuilds": 4}}"#;
 
+/// A CloudEvent no trigger matches.
+const EVENT: &str = r#"{"specversion": "1.0", "id": "{new}", "source": "/matrix", "type": "matrix.ping"}"#;
+/// A trigger spec for `hello` that matches nothing the matrix sends.
+const TRIGGER: &str = r#"{"function": "hello", "filters": [{"exact": {"type": "matrix.never"}}]}"#;
+
 /// Every route that acts on one tenant; `{f}` is `/v1/tenants/{t}/functions/hello`. Allowed
 /// changes are harmless by construction: the update writes the same spec, a tenant that has
 /// functions cannot be deleted (409), the function `ghost` does not exist (404), the upload is
-/// not an archive (400).
+/// not an archive (400), `hello` has no older revision to roll back to (409), the trigger
+/// `matrix` is replaced by itself, events match no trigger.
 #[rustfmt::skip]
-const TENANT_ROUTES: [Route; 15] = [
+const TENANT_ROUTES: [Route; 29] = [
     r("describe tenant",  "GET",    "/v1/tenants/{t}",                 MEMBERS_READ,        200, Body::Empty),
     r("update tenant",    "PUT",    "/v1/tenants/{t}",                 PLATFORM_WRITE,      200, Body::Json(SPEC)),
     r("delete tenant",    "DELETE", "/v1/tenants/{t}",                 PLATFORM_WRITE,      409, Body::Empty),
@@ -610,11 +620,25 @@ const TENANT_ROUTES: [Route; 15] = [
     r("list its tokens",  "GET",    "/v1/tokens?tenant={t}",           MEMBER_ADMINS_READ,  200, Body::Empty),
     r("create its token", "POST",   "/v1/tokens",                      MEMBER_ADMINS_WRITE, 201, Body::Json(r#"{"name": "m", "role": "viewer", "tenant": "{t}"}"#)),
     r("revoke its token", "DELETE", "/v1/tokens/{victim}",             MEMBER_ADMINS_WRITE, 204, Body::Empty),
+    r("invoke async",     "POST",   "/fn/{t}/hello",                   DEVELOPERS_WRITE,    202, Body::Async(r#"{"name": "matrix"}"#)),
+    r("rollback",         "POST",   "{f}/rollback",                    DEVELOPERS_WRITE,    409, Body::Empty),
+    r("publish events",   "POST",   "/v1/tenants/{t}/events",          DEVELOPERS_WRITE,    202, Body::Event(EVENT)),
+    r("follow events",    "GET",    "/v1/tenants/{t}/events/stream",   MEMBERS_READ,        200, Body::Empty),
+    r("list triggers",    "GET",    "/v1/tenants/{t}/triggers",        MEMBERS_READ,        200, Body::Empty),
+    r("create trigger",   "POST",   "/v1/tenants/{t}/triggers",        DEVELOPERS_WRITE,    201, Body::Json(r#"{"name": "{new}", "spec": {"function": "hello"}}"#)),
+    r("describe trigger", "GET",    "/v1/tenants/{t}/triggers/matrix", MEMBERS_READ,        200, Body::Empty),
+    r("replace trigger",  "PUT",    "/v1/tenants/{t}/triggers/matrix", DEVELOPERS_WRITE,    200, Body::Json(TRIGGER)),
+    r("delete trigger",   "DELETE", "/v1/tenants/{t}/triggers/ghost",  DEVELOPERS_WRITE,    404, Body::Empty),
+    r("dead letters",     "GET",    "/v1/tenants/{t}/dlq",             MEMBERS_READ,        200, Body::Empty),
+    r("dead letter",      "GET",    "/v1/tenants/{t}/dlq/ghost",       MEMBERS_READ,        404, Body::Empty),
+    r("replay",           "POST",   "/v1/tenants/{t}/dlq/ghost/replay", DEVELOPERS_WRITE,   404, Body::Empty),
+    r("invocation",       "GET",    "/v1/tenants/{t}/invocations/ghost", MEMBERS_READ,      404, Body::Empty),
+    r("upload for a command", "PUT", "/v1/tenants/{t}/uploads/m.tgz", DEVELOPERS_WRITE,    201, Body::Bytes("archive")),
 ];
 
 /// Every platform-wide route.
 #[rustfmt::skip]
-const PLATFORM_ROUTES: [Route; 8] = [
+const PLATFORM_ROUTES: [Route; 9] = [
     // Tenant roles see their own tenant only (checked in `check_body`).
     r("list tenants",     "GET",    "/v1/tenants",                     MEMBERS_READ,        200, Body::Empty),
     r("create tenant",    "POST",   "/v1/tenants",                     PLATFORM_WRITE,      201, Body::Json(r#"{"name": "{new}"}"#)),
@@ -624,6 +648,8 @@ const PLATFORM_ROUTES: [Route; 8] = [
     r("revoke unknown",   "DELETE", "/v1/tokens/tok-000000000000",     PLATFORM_WRITE,      404, Body::Empty),
     r("audit log",        "GET",    "/v1/audit",                       PLATFORM_READ,       200, Body::Empty),
     r("metrics",          "GET",    "/metrics",                        PLATFORM_READ,       200, Body::Empty),
+    // Into the caller's own tenant (default for platform tokens).
+    r("publish own events", "POST", "/v1/events",                      DEVELOPERS_WRITE,    202, Body::Event(EVENT)),
 ];
 
 /// Creates a token as the admin; returns its id and secret.
@@ -681,6 +707,19 @@ async fn every_role_on_every_route_gets_exactly_the_expected_answer() {
         server.deploy(&source, &["--tenant", "acme", "--name", "hello"]),
         server.deploy(&source, &["--tenant", "globex", "--name", "hello"]),
     );
+    for tenant in ["acme", "globex"] {
+        let trigger = format!(r#"{{"name": "matrix", "spec": {TRIGGER}}}"#);
+        let reply = Reply::read(
+            server
+                .req(Method::POST, &format!("/v1/tenants/{tenant}/triggers"))
+                .json(&serde_json::from_str::<Value>(&trigger).unwrap())
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
 
     // (token id, secret) of each role.
     let mut tokens: HashMap<Who, (String, String)> = HashMap::new();
@@ -743,8 +782,24 @@ async fn every_role_on_every_route_gets_exactly_the_expected_answer() {
                     request.json(&serde_json::from_str::<Value>(&fill(template)).unwrap())
                 }
                 Body::Bytes(bytes) => request.body(bytes),
+                Body::Event(template) => request
+                    .header("content-type", "application/cloudevents+json")
+                    .body(fill(template)),
+                Body::Async(template) => request
+                    .header("prefer", "respond-async")
+                    .json(&serde_json::from_str::<Value>(&fill(template)).unwrap()),
             };
-            let reply = Reply::read(request.send().await.expect("request sent")).await;
+            let response = request.send().await.expect("request sent");
+            // A followed stream never ends: its head is the answer.
+            let reply = if route.what == "follow events" && response.status() == 200 {
+                Reply {
+                    status: 200,
+                    headers: response.headers().clone(),
+                    body: b"{}".to_vec(),
+                }
+            } else {
+                Reply::read(response).await
+            };
             let verdict = rule(who, route.need, *target);
             let (want, outcome) = match verdict {
                 Verdict::Allow => (route.ok, None),
@@ -780,7 +835,7 @@ async fn every_role_on_every_route_gets_exactly_the_expected_answer() {
     );
     assert_eq!(
         rows,
-        6 * (15 * 2 + 8),
+        6 * (29 * 2 + 9),
         "every caller × every route × own/other tenant"
     );
 
@@ -885,6 +940,19 @@ fn check_body(who: Who, route: &str, target: Target, verdict: Verdict, reply: &R
         "invoke private" => {
             let body = body();
             (body["message"] != "Hello, matrix!").then(|| format!("invoked: {body}"))
+        }
+        "invoke async" => {
+            let body = body();
+            (body["status"] != "queued" || !body["invocationId"].is_string())
+                .then(|| format!("queued: {body}"))
+        }
+        "publish events" | "publish own events" => {
+            let body = body();
+            (body != json!({"accepted": 1, "duplicates": 0})).then(|| format!("published: {body}"))
+        }
+        "follow events" => {
+            let ct = reply.header("content-type");
+            (ct != "application/x-ndjson").then(|| format!("followed as {ct}"))
         }
         "metrics" => {
             let text = reply.text();

@@ -142,10 +142,19 @@ function flatHeaders(headers) {
   return map;
 }
 
+// Binary mode percent-encodes attribute values (space, '"', '%', non-ASCII).
+function percentDecoded(value) {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 function cloudEventAttributes(headers) {
   const entries = Object.entries(headers).filter(([name]) => name.startsWith("ce-"));
   if (entries.length === 0) return null;
-  return Object.fromEntries(entries.map(([name, value]) => [name.slice(3), value]));
+  return Object.fromEntries(entries.map(([name, value]) => [name.slice(3), percentDecoded(value)]));
 }
 
 function buildContext(req) {

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from http import HTTPStatus
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 EXIT_LOAD_FAILED = 3
 MAX_HEAD_BYTES = 64 * 1024
@@ -277,7 +277,8 @@ class Context:
         for key, value in parse_qsl(query, keep_blank_values=True):
             self.query.setdefault(key, value)
         self.headers = headers
-        attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        # Binary mode percent-encodes attribute values (space, '"', '%', non-ASCII).
+        attributes = {name[3:]: unquote(value) for name, value in headers.items() if name.startswith("ce-")}
         self.cloudevent = attributes or None
 
     def get_remaining_time_in_millis(self):

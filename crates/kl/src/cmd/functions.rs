@@ -1,11 +1,11 @@
-//! `kl ls`, `kl describe`, `kl rm`.
+//! `kl ls`, `kl describe`, `kl rm`, `kl rollback`.
 
 use anyhow::{Result, bail};
-use kl_api::{FunctionDetail, FunctionList, RevisionState};
+use kl_api::{FunctionDetail, FunctionList, RevisionState, Rollback, ServingChanged};
 use kl_core::{format_duration, format_memory};
 use reqwest::Method;
 
-use crate::cli::{DescribeArgs, Format, FunctionRef, LsArgs};
+use crate::cli::{DescribeArgs, Format, FunctionRef, LsArgs, RollbackArgs};
 use crate::client::Client;
 use crate::output::{json, millis, table};
 
@@ -183,5 +183,19 @@ pub async fn rm(client: &Client, args: FunctionRef) -> Result<()> {
     let path = format!("/v1/tenants/{}/functions/{}", args.tenant, args.name);
     client.send(client.request(Method::DELETE, &path)).await?;
     println!("deleted {}", args.name);
+    Ok(())
+}
+
+pub async fn rollback(client: &Client, args: RollbackArgs) -> Result<()> {
+    let f = &args.function;
+    let path = format!("/v1/tenants/{}/functions/{}/rollback", f.tenant, f.name);
+    let body = Rollback { revision: args.to };
+    let changed: ServingChanged = client.send_json(Method::POST, &path, &body).await?;
+    match &changed.previous {
+        Some(previous) if *previous != changed.serving => {
+            println!("{} serves {} (was {previous})", changed.function, changed.serving)
+        }
+        _ => println!("{} serves {} (unchanged)", changed.function, changed.serving),
+    }
     Ok(())
 }

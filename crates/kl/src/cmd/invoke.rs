@@ -1,13 +1,15 @@
-//! `kl invoke`: one request to a function through the gateway.
+//! `kl invoke`: one request to a function through the gateway, answered now or, with
+//! `--async`, queued; `kl invocation get`: an async invocation's outcome.
 
 use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result, bail};
-use kl_api::ErrorBody;
+use kl_api::{ErrorBody, InvocationAccepted, InvocationView};
 use reqwest::Method;
 
-use crate::cli::InvokeArgs;
-use crate::client::{ApiFailure, Client};
+use crate::cli::{Format, InvocationCommand, InvocationGetArgs, InvokeArgs};
+use crate::client::{ApiFailure, Client, segment};
+use crate::output::{json, millis};
 
 pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {
     let body = match &args.data {
@@ -32,6 +34,17 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {
             .with_context(|| format!("header {h:?} is not NAME:VALUE"))?;
         has_type |= k.trim().eq_ignore_ascii_case("content-type");
         request = request.header(k.trim(), v.trim());
+    }
+    if args.run_async {
+        request = request.header("prefer", "respond-async");
+        if let Some(destination) = &args.destination {
+            let value = if destination.contains("://") {
+                destination.clone()
+            } else {
+                format!("function {destination}")
+            };
+            request = request.header("x-kl-destination", value);
+        }
     }
     if !body.is_empty() && !has_type {
         let json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
@@ -68,6 +81,16 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {
         }
         .into());
     }
+    if args.run_async && status == reqwest::StatusCode::ACCEPTED {
+        let accepted: InvocationAccepted =
+            serde_json::from_slice(&bytes).context("the server's answer is not an invocation id")?;
+        println!("{}", accepted.invocation_id);
+        eprintln!(
+            "queued; see `kl invocation get {} --tenant {}`",
+            accepted.invocation_id, args.function.tenant
+        );
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     if std::io::stdout().is_terminal() && !bytes.ends_with(b"\n") {
@@ -76,6 +99,53 @@ pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {
     out.flush()?;
     if !status.is_success() {
         bail!("the function answered HTTP {status}");
+    }
+    Ok(())
+}
+
+pub async fn invocation(client: &Client, command: InvocationCommand) -> Result<()> {
+    match command {
+        InvocationCommand::Get(args) => get(client, args).await,
+    }
+}
+
+async fn get(client: &Client, args: InvocationGetArgs) -> Result<()> {
+    let path = format!(
+        "/v1/tenants/{}/invocations/{}",
+        segment(&args.tenant),
+        segment(&args.id)
+    );
+    let view: InvocationView = client.get(&path).await?;
+    if args.output == Format::Json {
+        return json(&view);
+    }
+    let status = serde_json::to_value(view.status)?;
+    println!("Invocation: {}", view.id);
+    println!("Function:   {} (tenant {})", view.function, view.tenant);
+    println!("Status:     {}", status.as_str().unwrap_or_default());
+    println!("Attempts:   {}", view.attempts);
+    if let Some(code) = view.status_code {
+        println!("HTTP:       {code}");
+    }
+    if let Some(ms) = view.duration_ms {
+        let cold = if view.cold_start == Some(true) {
+            " (cold start)"
+        } else {
+            ""
+        };
+        println!("Duration:   {}{cold}", millis(ms));
+    }
+    if let Some(error) = &view.error {
+        println!("Error:      {error}");
+    }
+    match (&view.result, &view.result_base64) {
+        (Some(serde_json::Value::String(text)), _) => println!("Result:\n{text}"),
+        (Some(value), _) => println!("Result:\n{}", serde_json::to_string_pretty(value)?),
+        (None, Some(b64)) => println!("Result (base64):\n{b64}"),
+        (None, None) => {}
+    }
+    if view.result_truncated {
+        println!("(the result was longer; the server keeps its beginning only)");
     }
     Ok(())
 }

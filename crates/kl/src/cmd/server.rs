@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kl_build::UnpackLimits;
-use kl_server::{Server, ServerConfig};
+use kl_server::{Bus, Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use kl_runtime::{Isolation, SandboxConfig};
@@ -56,9 +56,27 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     }
     config.isolation = isolation(args.isolation, args.warm_sandboxes)?;
     config.max_queue = args.max_queue;
+    config.bus = bus(&args.bus, &args.bus_prefix)?;
+    config.dedupe_window = args.dedupe_window;
+    config.dispatch_concurrency = args.dispatch_concurrency.max(1);
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The broker `--bus` names.
+fn bus(url: &str, prefix: &str) -> Result<Bus> {
+    if url == "embedded" {
+        return Ok(Bus::Embedded);
+    }
+    if !url.starts_with("amqp://") {
+        // Not the value itself: a URL may carry a password.
+        bail!("--bus takes `embedded` or an amqp:// URL (amqps:// is not supported)");
+    }
+    Ok(Bus::Amqp {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+    })
 }
 
 /// The runtime isolation `--isolation` asks for.
@@ -201,6 +219,8 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             method: "POST".into(),
             headers: Vec::new(),
             include: false,
+            run_async: false,
+            destination: None,
         };
         match tokio::time::timeout(Duration::from_secs(60), invoke::invoke(client, call)).await {
             Ok(Ok(())) => println!(),

@@ -1,5 +1,5 @@
-//! Spec documents for `kl apply` and `kl export` (`{kind, name, spec}` in YAML or JSON), and
-//! the generic parts: defaults, field-by-field diffs and flattening, all over
+//! Spec documents for `kl apply` and `kl export` (`{kind, name, [tenant,] spec}` in YAML or
+//! JSON), and the generic parts: defaults, field-by-field diffs and flattening, all over
 //! `serde_json::Value`, so spec fields added later need no change here.
 
 use std::collections::BTreeSet;
@@ -8,11 +8,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use kl_core::TenantSpec;
+use kl_events::trigger::TriggerSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The kinds `kl apply` understands.
-pub const KINDS: [&str; 1] = ["Tenant"];
+pub const KINDS: [&str; 2] = ["Tenant", "Trigger"];
 
 /// One document of a spec file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +21,9 @@ pub const KINDS: [&str; 1] = ["Tenant"];
 pub struct Document {
     pub kind: String,
     pub name: String,
+    /// The tenant of a tenant's object (a trigger); `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(default = "empty_object")]
     pub spec: Value,
 }
@@ -89,6 +93,9 @@ pub fn documents(text: &str, source: &str) -> Result<Vec<Document>> {
                     KINDS.join(", ")
                 );
             }
+            if doc.kind == "Tenant" && doc.tenant.is_some() {
+                bail!("{source}: document {}: a Tenant has no tenant field", i + 1);
+            }
             Ok(doc)
         })
         .collect()
@@ -120,6 +127,16 @@ pub fn tenant_spec(written: &Value, what: &str) -> Result<Value> {
     let spec: TenantSpec = serde_json::from_value(written.clone())
         .with_context(|| format!("{what}: the tenant spec is invalid"))?;
     Ok(serde_json::to_value(spec).expect("a tenant spec serializes"))
+}
+
+/// A trigger spec as written (absent delivery fields take Knative's defaults), checked
+/// against [`TriggerSpec`] and normalised to the form the server stores.
+pub fn trigger_spec(written: &Value, what: &str) -> Result<Value> {
+    let spec: TriggerSpec = serde_json::from_value(written.clone())
+        .with_context(|| format!("{what}: the trigger spec is invalid"))?;
+    spec.validate()
+        .with_context(|| format!("{what}: the trigger spec is invalid"))?;
+    Ok(serde_json::to_value(spec).expect("a trigger spec serializes"))
 }
 
 /// One changed field.
@@ -196,6 +213,30 @@ pub fn scalar(value: &Value) -> String {
     }
 }
 
+/// Prints `OBJECT created` (`tenant/acme`) and every field of `spec` that differs from
+/// `defaults`.
+pub fn print_created(object: &str, spec: &Value, defaults: &Value) {
+    println!("{object} created");
+    let defaults: std::collections::BTreeMap<_, _> = leaves(defaults).into_iter().collect();
+    for (path, value) in leaves(spec) {
+        if defaults.get(&path) != Some(&value) {
+            println!("  {path}: {}", scalar(&value));
+        }
+    }
+}
+
+/// Prints `OBJECT {verb}` and each change, or `OBJECT unchanged`.
+pub fn print_changes(object: &str, verb: &str, changes: &[Change]) {
+    if changes.is_empty() {
+        println!("{object} unchanged");
+        return;
+    }
+    println!("{object} {verb}");
+    for change in changes {
+        println!("  {change}");
+    }
+}
+
 /// The document as YAML, as `kl export` prints it.
 pub fn to_yaml(doc: &Document) -> Result<String> {
     Ok(serde_yaml::to_string(doc)?)
@@ -239,6 +280,19 @@ mod tests {
     }
 
     #[test]
+    fn trigger_specs_take_defaults_and_are_checked() {
+        let spec = trigger_spec(
+            &json!({"function": "f", "filters": [{"exact": {"type": "t"}}]}),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(spec["delivery"]["retry"], 10);
+        assert!(trigger_spec(&json!({"function": "f", "filter": []}), "t").is_err());
+        let both = json!({"function": "f", "schedule": "@hourly", "filters": [{"exact": {"type": "t"}}]});
+        assert!(format!("{:#}", trigger_spec(&both, "t").unwrap_err()).contains("not both"));
+    }
+
+    #[test]
     fn documents_parse_from_yaml_and_json_and_round_trip() {
         let docs = documents(
             "kind: Tenant\nname: acme\nspec:\n  quotas:\n    functions: 10\n---\n{\"kind\": \"Tenant\", \"name\": \"b\"}\n",
@@ -251,6 +305,9 @@ mod tests {
         let again = documents(&to_yaml(&docs[0]).unwrap(), "f").unwrap();
         assert_eq!(again[0].spec, docs[0].spec);
         assert!(documents("kind: Function\nname: x\n", "f").is_err());
+        assert!(documents("kind: Tenant\nname: x\ntenant: y\n", "f").is_err());
+        let trigger = documents("kind: Trigger\nname: t\ntenant: acme\nspec: {function: f}\n", "f").unwrap();
+        assert_eq!(trigger[0].tenant.as_deref(), Some("acme"));
         assert!(documents("kind: Tenant\nname: x\nspce: {}\n", "f").is_err());
         assert!(documents("", "f").is_err());
     }

@@ -10,7 +10,7 @@ use crate::cli::{
     Format, OutputArgs, TenantCommand, TenantDescribeArgs, TenantRef, TenantSpecArgs, TenantWriteArgs,
 };
 use crate::client::{Client, failed_with, segment};
-use crate::cmd::spec::{self, Change, diff, leaves, merge, scalar, tenant_spec};
+use crate::cmd::spec::{self, diff, leaves, merge, scalar, tenant_spec};
 use crate::output::{json, table};
 
 pub async fn tenant(client: &Client, command: TenantCommand) -> Result<()> {
@@ -45,26 +45,8 @@ pub async fn put_tenant(client: &Client, name: &str, spec: &Value) -> Result<Val
 /// Prints `tenant/NAME created` and every field it was created with that differs from the
 /// platform defaults.
 pub fn print_created(name: &str, spec: &Value) {
-    println!("tenant/{name} created");
     let defaults = serde_json::to_value(kl_core::TenantSpec::default()).expect("the default spec serializes");
-    let defaults: std::collections::BTreeMap<_, _> = leaves(&defaults).into_iter().collect();
-    for (path, value) in leaves(spec) {
-        if defaults.get(&path) != Some(&value) {
-            println!("  {path}: {}", scalar(&value));
-        }
-    }
-}
-
-/// Prints `tenant/NAME {verb}` and each change, or `tenant/NAME unchanged`.
-pub fn print_changes(name: &str, verb: &str, changes: &[Change]) {
-    if changes.is_empty() {
-        println!("tenant/{name} unchanged");
-        return;
-    }
-    println!("tenant/{name} {verb}");
-    for change in changes {
-        println!("  {change}");
-    }
+    spec::print_created(&format!("tenant/{name}"), spec, &defaults);
 }
 
 /// The spec that `-f` and the flags describe, laid over `base` (the current spec on update,
@@ -136,7 +118,7 @@ async fn update(client: &Client, args: TenantWriteArgs) -> Result<()> {
     if args.output == Format::Json {
         return json(&view);
     }
-    print_changes(&args.name, "updated", &changes);
+    spec::print_changes(&format!("tenant/{}", args.name), "updated", &changes);
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub struct Server {
     pub url: String,
     child: Option<Child>,
     pub http: reqwest::Client,
+    /// The extra `kl server` flags it was started with; restarts use them again.
+    args: Vec<String>,
 }
 
 impl Server {
@@ -66,8 +68,9 @@ impl Server {
             url: String::new(),
             child: None,
             http: reqwest::Client::new(),
+            args: extra.iter().map(|a| a.to_string()).collect(),
         };
-        server.launch(extra).await;
+        server.launch().await;
         server
     }
 
@@ -84,7 +87,7 @@ impl Server {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    async fn launch(&mut self, extra: &[&str]) {
+    async fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,7 +98,7 @@ impl Server {
             .arg(self.data_dir())
             .arg("--cache-dir")
             .arg(shared_cache())
-            .args(extra)
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -141,10 +144,23 @@ impl Server {
         }
     }
 
-    /// Stops and starts the server on the same data dir.
+    /// Stops and starts the server on the same data dir, with the same flags.
     pub async fn restart(&mut self) {
         assert!(self.stop(), "server exited cleanly on SIGTERM");
-        self.launch(&[]).await;
+        self.launch().await;
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server runs");
+        child.kill().expect("SIGKILL the server");
+        child.wait().expect("the killed server is reaped");
+    }
+
+    /// Starts the server again, after [`Server::kill`], on the same data dir and flags.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server still runs");
+        self.launch().await;
     }
 
     pub fn token(&self) -> String {
@@ -275,6 +291,87 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(prefix) = self.args.iter().skip_while(|a| *a != "--bus-prefix").nth(1) {
+            delete_queues(prefix);
+        }
+    }
+}
+
+/// The event broker a test server runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    /// In the metadata store (the default).
+    Embedded,
+    /// RabbitMQ at this URL.
+    Amqp(String),
+}
+
+impl Bus {
+    /// RabbitMQ at `KL_TEST_AMQP_URL`. Unset: `None` with a SKIPPED line, except in CI, where
+    /// the RabbitMQ variants must run and so fail.
+    pub fn amqp() -> Option<Bus> {
+        match std::env::var("KL_TEST_AMQP_URL") {
+            Ok(url) if !url.is_empty() => Some(Bus::Amqp(url)),
+            _ if std::env::var_os("CI").is_some() => panic!(
+                "KL_TEST_AMQP_URL is unset in CI: the RabbitMQ variants of the eventing tests must run there (.ci/run starts RabbitMQ and exports it)"
+            ),
+            _ => {
+                // Straight to stderr: libtest captures `eprintln!` of passing tests.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED RabbitMQ variant: set KL_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f to run it"
+                );
+                None
+            }
+        }
+    }
+
+    /// The `kl server` flags: RabbitMQ servers get exchanges and queues of their own.
+    pub fn flags(&self) -> Vec<String> {
+        match self {
+            Bus::Embedded => Vec::new(),
+            Bus::Amqp(url) => {
+                let prefix = format!("kltest-{}", unique());
+                vec!["--bus".into(), url.clone(), "--bus-prefix".into(), prefix]
+            }
+        }
+    }
+}
+
+/// A short name no other test uses.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{:x}{:x}{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deletes a test server's RabbitMQ queues, best-effort, when `rabbitmqctl` runs here (its
+/// two exchanges stay: they hold nothing).
+fn delete_queues(prefix: &str) {
+    let Ok(listed) = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name"])
+        .output()
+    else {
+        return;
+    };
+    for queue in String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|q| q.starts_with(&format!("{prefix}.")))
+    {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_queue", queue])
+            .output();
     }
 }
 

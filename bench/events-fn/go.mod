@@ -1,0 +1,3 @@
+module example.com/eventsink
+
+go 1.22

@@ -1,0 +1,3 @@
+module example.com/eventsload
+
+go 1.22
