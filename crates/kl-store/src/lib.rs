@@ -1,6 +1,7 @@
 //! The metadata store: tenants, tokens, functions and revisions, in SQLite (WAL, busy timeout)
 //! with embedded migrations. The desired state lives here; reconcilers read it back on start.
 
+mod metering;
 mod migrations;
 mod queue;
 mod records;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
 };
 use thiserror::Error;
 
+pub use metering::{InstanceCheckpoint, MeterWrite, Notified};
 pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,

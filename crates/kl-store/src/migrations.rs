@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "tenancy", include_str!("../migrations/0002_tenancy.sql")),
     (3, "events", include_str!("../migrations/0003_events.sql")),
+    (5, "metering", include_str!("../migrations/0005_metering.sql")),
 ];
 
 pub(crate) fn migrator() -> Migrator {
