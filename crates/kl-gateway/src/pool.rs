@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admission::{Ledger, Refusal, Reservation};
+use crate::metering::PoolMeter;
 use crate::metrics::{Metrics, RevisionLabels};
 use crate::proxy::Connections;
 use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
@@ -125,6 +126,7 @@ pub(crate) struct RevisionPool {
     runtime: Arc<dyn Runtime>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    meter: Arc<PoolMeter>,
     config: GatewayConfig,
     state: Mutex<PoolState>,
     changed: Notify,
@@ -162,6 +164,7 @@ impl RevisionPool {
         runtime: Arc<dyn Runtime>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
+        meter: Arc<PoolMeter>,
         config: GatewayConfig,
         restored: bool,
     ) -> RevisionPool {
@@ -196,6 +199,7 @@ impl RevisionPool {
             runtime,
             ledger,
             metrics,
+            meter,
             config,
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
@@ -240,6 +244,7 @@ impl RevisionPool {
     pub(crate) async fn warm_up(&self) -> Result<(), GatewayError> {
         let share = self.reserve()?;
         let instance = self.runtime.start(self.start_request()).await?;
+        self.meter.started(instance.clone());
         self.state.lock().expect("pool lock").entries.push(Entry {
             slot: new_slot(instance, share),
             in_flight: 0,
@@ -255,7 +260,8 @@ impl RevisionPool {
         if cold {
             self.metrics.cold_start(&self.labels, lease.slot.instance.startup);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let forwarding = Instant::now();
+        let remaining = deadline.saturating_duration_since(forwarding);
         let forwarded = crate::proxy::forward(
             &lease.slot,
             call,
@@ -265,6 +271,8 @@ impl RevisionPool {
             &self.target.spec,
         )
         .await;
+        // Billed: the time the instance had the request, whatever the outcome.
+        self.meter.invocation(forwarding.elapsed());
         let ended = match &forwarded {
             Err(GatewayError::Crashed(reason)) => Some(reason.clone()),
             Err(GatewayError::Timeout(limit)) => {
@@ -433,6 +441,7 @@ impl RevisionPool {
             }
             Ok(instance) => {
                 state.crash_loop = None;
+                self.meter.started(instance.clone());
                 let slot = new_slot(instance, share);
                 for _ in 0..in_flight {
                     slot.share.handle.busy();
@@ -530,10 +539,7 @@ impl RevisionPool {
             chosen.sort_unstable_by(|a, b| b.cmp(a));
             chosen.into_iter().map(|i| state.entries.remove(i).slot).collect()
         };
-        let grace = self.config.stop_grace;
-        for slot in idle {
-            tokio::spawn(async move { slot.instance.stop(grace).await });
-        }
+        self.stop_slots(idle);
     }
 
     /// The autoscaler's last decision.
@@ -589,10 +595,7 @@ impl RevisionPool {
                 }
             });
         }
-        let grace = self.config.stop_grace;
-        for slot in idle {
-            tokio::spawn(async move { slot.instance.stop(grace).await });
-        }
+        self.stop_slots(idle);
     }
 
     /// Takes no new requests; stops each instance once its requests are done.
@@ -633,9 +636,19 @@ impl RevisionPool {
         let grace = self.config.stop_grace;
         let mut stops = tokio::task::JoinSet::new();
         for slot in slots {
+            self.meter.stopping(&slot.instance);
             stops.spawn(async move { slot.instance.stop(grace).await });
         }
         while stops.join_next().await.is_some() {}
+    }
+
+    /// Stops instances in the background, each metered one last time first.
+    fn stop_slots(&self, slots: Vec<Arc<Slot>>) {
+        let grace = self.config.stop_grace;
+        for slot in slots {
+            self.meter.stopping(&slot.instance);
+            tokio::spawn(async move { slot.instance.stop(grace).await });
+        }
     }
 }
 

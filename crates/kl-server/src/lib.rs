@@ -5,6 +5,7 @@
 mod auth;
 mod build_slots;
 mod config;
+mod cost;
 mod deploy;
 mod error;
 mod functions;
@@ -28,7 +29,7 @@ use kl_store::Store;
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::ServerConfig;
+pub use config::{MeteringConfig, ServerConfig};
 use state::AppState;
 
 /// Why the server could not start.
@@ -132,6 +133,8 @@ impl Server {
             })?;
         let state = Arc::new(AppState {
             tokens: auth::Tokens::load(&store).await?,
+            metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
+            cost_metrics: cost::CostMetrics::new(),
             store,
             objects: Arc::new(objects),
             bus: Arc::new(InProcessBus::new(1024)),
@@ -165,11 +168,16 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops every instance it started.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let app = router(self.state.clone());
+        tokio::spawn(cost::run(
+            Arc::downgrade(&self.state),
+            self.state.config.metering.interval,
+        ));
         tracing::info!(addr = %self.local_addr(), data_dir = %self.state.layout.root.display(), "kl server listening");
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
-        tracing::info!("shutting down: stopping instances");
+        tracing::info!("shutting down: metering, then stopping instances");
+        cost::tick(&self.state).await;
         self.state.gateway.shutdown().await;
         served.map_err(ServerError::Serve)
     }
@@ -217,6 +225,8 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/tokens/{id}", axum::routing::delete(tenants::revoke_token))
         .route("/v1/audit", get(tenants::audit))
+        .route("/v1/cost/report", get(cost::report))
+        .route("/v1/tenants/{tenant}/cost", get(cost::tenant_report))
         .route("/fn/{tenant}/{function}", any(invoke::invoke))
         .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke))
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -231,12 +241,19 @@ async fn metrics(
     state
         .authorize(&caller, kl_core::Action::ReadAllTenants, None)
         .await?;
+    // Two registries, one exposition: the data plane's without its `# EOF`, then usage.
+    let data_plane = state.gateway.metrics();
+    let text = data_plane
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&data_plane)
+        .to_owned()
+        + &state.cost_metrics.encode();
     Ok((
         [(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.gateway.metrics(),
+        text,
     ))
 }
 

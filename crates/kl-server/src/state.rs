@@ -31,6 +31,9 @@ pub(crate) struct AppState {
     pub tenant_builds: crate::quota::TenantBuilds,
     pub layout: Layout,
     pub config: ServerConfig,
+    /// The meters of running instances and stored bytes (DESIGN §6).
+    pub metering: tokio::sync::Mutex<crate::cost::Metering>,
+    pub cost_metrics: crate::cost::CostMetrics,
 }
 
 impl AppState {
@@ -41,6 +44,9 @@ impl AppState {
         spec.spec_limits(&self.config.spec_limits)
             .map_err(|e| invalid(e.to_string()))?;
         egress_policy(spec).map_err(|e| invalid(e.to_string()))?;
+        if let Some(budget) = &spec.budget {
+            budget.validate().map_err(|e| invalid(e.to_string()))?;
+        }
         Ok(())
     }
 

@@ -191,6 +191,14 @@ impl Store {
             .collect()
     }
 
+    /// The earliest minute with stored usage: where the platform's metered history begins.
+    pub async fn first_usage_minute(&self) -> Result<Option<Minute>> {
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(minute) FROM usage_buckets")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(first.and_then(Minute::from_index))
+    }
+
     /// Deletes the buckets of minutes before `minute` (retention); returns how many went.
     pub async fn delete_usage_before(&self, minute: Minute) -> Result<u64> {
         let done = sqlx::query("DELETE FROM usage_buckets WHERE minute < ?")
@@ -345,6 +353,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(acme.len(), 2);
+        assert_eq!(store.first_usage_minute().await.unwrap(), Some(minute(10)));
         let half_open = store.usage_buckets(minute(11), minute(12), None).await.unwrap();
         assert_eq!(half_open.len(), 1, "[from, to) holds minute 11 only");
 
