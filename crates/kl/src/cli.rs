@@ -53,6 +53,9 @@ pub enum Command {
     Rm(FunctionRef),
     #[command(flatten)]
     Access(AccessCommand),
+    /// Chargeback: what tenants and functions used and cost.
+    #[command(subcommand)]
+    Cost(CostCommand),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +101,17 @@ pub struct ServerArgs {
     /// so that a cold start skips making one. 0 makes each on demand.
     #[arg(long = "warm-sandboxes", default_value_t = kl_runtime::sandbox::DEFAULT_WARM_SHELLS)]
     pub warm_sandboxes: usize,
+    /// Rates and currency for cost reports, a YAML or JSON file (`cpuCoreHour`,
+    /// `memoryGbHour`, `invocationPerMillion`, `invocationGbSecond`, `buildMinute`,
+    /// `storageGbMonth`, `currency`); absent fields take the defaults.
+    #[arg(long)]
+    pub rates: Option<PathBuf>,
+    /// How often instances' cgroups are read and usage is stored.
+    #[arg(long = "meter-interval", default_value = "10s", value_parser = parse_duration)]
+    pub meter_interval: std::time::Duration,
+    /// How long per-minute usage is kept.
+    #[arg(long = "usage-retention", default_value = "400d", value_parser = parse_duration)]
+    pub usage_retention: std::time::Duration,
 }
 
 /// `--isolation`.
@@ -414,4 +428,69 @@ fn parse_cpu(s: &str) -> Result<u64, String> {
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     kl_core::parse_memory(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CostCommand {
+    /// Usage and cost over a window, by function, day or resource (idle capacity on its own
+    /// rows for platform roles).
+    Report(CostReportArgs),
+    /// The costliest functions (or tenants) over a window.
+    Top(CostTopArgs),
+}
+
+/// Which window a cost command covers: `--from`/`--to`, `--period`, or OpenCost's `--window`;
+/// the current month by default. Windows are UTC and half-open.
+#[derive(Debug, Args)]
+pub struct CostWindowArgs {
+    /// Only this tenant (a tenant token always sees only its own).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Start: a date (2026-11-01), an RFC 3339 time or Unix seconds; with --to.
+    #[arg(long, requires = "to", conflicts_with_all = ["period", "window"])]
+    pub from: Option<String>,
+    /// End (excluded); with --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// The current day, week (ISO, from Monday) or month.
+    #[arg(long, value_parser = ["day", "week", "month"], conflicts_with = "window")]
+    pub period: Option<String>,
+    /// OpenCost's window: today, yesterday, week, lastweek, month, lastmonth, 7d, 24h, FROM,TO.
+    #[arg(long)]
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CostFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct CostReportArgs {
+    #[command(flatten)]
+    pub window: CostWindowArgs,
+    /// Rows by: function, day, resource or tenant; comma-separated for several.
+    #[arg(long, default_value = "function")]
+    pub by: String,
+    /// Split the window: day, week, month or a duration (1h).
+    #[arg(long)]
+    pub step: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: CostFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CostTopArgs {
+    #[command(flatten)]
+    pub window: CostWindowArgs,
+    /// Rank functions or tenants.
+    #[arg(long, value_parser = ["function", "tenant"], default_value = "function")]
+    pub by: String,
+    /// How many to show.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub limit: usize,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
 }

@@ -49,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Logs(args) => cmd::logs::logs(&client, args).await,
                 Command::Rm(args) => cmd::functions::rm(&client, args).await,
                 Command::Access(command) => cmd::access(&client, command).await,
+                Command::Cost(command) => cmd::cost::cost(&client, command).await,
                 Command::Server(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }

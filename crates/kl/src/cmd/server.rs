@@ -56,12 +56,28 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     }
     config.isolation = isolation(args.isolation, args.warm_sandboxes)?;
     config.max_queue = args.max_queue;
+    if let Some(path) = &args.rates {
+        config.metering.rates = rates(path)?;
+    }
+    config.metering.interval = args.meter_interval.max(Duration::from_millis(100));
+    config.metering.retention = args.usage_retention;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
 }
 
 /// The runtime isolation `--isolation` asks for.
+/// Reads `--rates`: YAML (JSON is YAML too), checked.
+fn rates(path: &Path) -> Result<kl_core::RateCard> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --rates {}", path.display()))?;
+    let rates: kl_core::Rates = serde_yaml::from_str(&text)
+        .with_context(|| format!("--rates {} is not a rates file", path.display()))?;
+    rates
+        .validate()
+        .with_context(|| format!("--rates {}", path.display()))
+}
+
 fn isolation(mode: IsolationMode, warm_sandboxes: usize) -> Result<Isolation> {
     let sandbox = || -> Result<Isolation> {
         let jailer = std::env::current_exe().context("cannot locate the kl binary, the sandbox's jailer")?;
