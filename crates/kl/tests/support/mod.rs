@@ -51,6 +51,8 @@ pub struct Server {
     pub url: String,
     child: Option<Child>,
     pub http: reqwest::Client,
+    /// The extra `kl server` flags, kept for restarts.
+    flags: Vec<String>,
 }
 
 impl Server {
@@ -66,8 +68,9 @@ impl Server {
             url: String::new(),
             child: None,
             http: reqwest::Client::new(),
+            flags: extra.iter().map(|f| f.to_string()).collect(),
         };
-        server.launch(extra).await;
+        server.launch().await;
         server
     }
 
@@ -84,7 +87,7 @@ impl Server {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    async fn launch(&mut self, extra: &[&str]) {
+    async fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,7 +98,7 @@ impl Server {
             .arg(self.data_dir())
             .arg("--cache-dir")
             .arg(shared_cache())
-            .args(extra)
+            .args(&self.flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -141,10 +144,10 @@ impl Server {
         }
     }
 
-    /// Stops and starts the server on the same data dir.
+    /// Stops and starts the server on the same data dir, with the same flags.
     pub async fn restart(&mut self) {
         assert!(self.stop(), "server exited cleanly on SIGTERM");
-        self.launch(&[]).await;
+        self.launch().await;
     }
 
     pub fn token(&self) -> String {
