@@ -296,6 +296,21 @@ pub struct TenantSpecArgs {
     /// Most builds the tenant may run at once.
     #[arg(long = "concurrent-builds")]
     pub concurrent_builds: Option<u32>,
+    /// What the tenant may spend per budget period, in the rates' currency (e.g. 250.00).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// The budget's period: day, week or month.
+    #[arg(long = "budget-period", value_parser = ["day", "week", "month"])]
+    pub budget_period: Option<String>,
+    /// Percentages of the budget that raise an alert, e.g. 50,80,100.
+    #[arg(long = "budget-thresholds", value_delimiter = ',')]
+    pub budget_thresholds: Option<Vec<u16>>,
+    /// Whether a spent budget refuses new instances (429) until the period ends.
+    #[arg(long = "budget-hard-cap")]
+    pub budget_hard_cap: Option<bool>,
+    /// An http(s) URL that receives each budget alert as JSON.
+    #[arg(long = "budget-webhook")]
+    pub budget_webhook: Option<String>,
 }
 
 /// `kl tenant create` and `kl tenant update`.

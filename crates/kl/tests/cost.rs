@@ -347,12 +347,22 @@ async fn budgets_alert_once_across_a_restart_cap_with_429_and_reports_add_up() {
     let (url, received) = webhook().await;
     // A running instance reserves a core, about 9 micro-dollars a second: the budget is spent
     // within seconds.
-    server
-        .create_tenant(
+    let created = server
+        .kl(&[
+            "tenant",
+            "create",
             "acme",
-            json!({"budget": {"amount": "0.00002", "thresholds": [50, 100], "hardCap": true, "webhook": url}}),
-        )
+            "--budget",
+            "0.00002",
+            "--budget-thresholds",
+            "50,100",
+            "--budget-hard-cap",
+            "true",
+            "--budget-webhook",
+            &url,
+        ])
         .await;
+    assert!(created.status.success(), "{}", text(&created));
     let src = function_dir();
     let out = server
         .deploy(src.path(), &["--name", "meter", "--tenant", "acme"])

@@ -5,12 +5,17 @@
 //! then the webhook is retried each tick, while the event goes out once per server run. So
 //! each alert is notified at least once per period and recorded once, across restarts. A
 //! spent budget with a hard cap refuses the tenant's instance starts in the gateway.
+//!
+//! The period's usage is read from the store once per tenant and period, then kept up to date
+//! with the buckets each tick writes, so a check costs no store scan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kl_core::{Budget, BudgetAlert, Minute, Money, PeriodKey, ReportRequest, crossed, enforce_cap};
+use kl_core::{
+    Budget, BudgetAlert, Minute, Money, PeriodKey, Usage, UsageBucket, Window, crossed, enforce_cap,
+};
 use kl_events::CloudEvent;
 use kl_store::{MeterWrite, Notified};
 
@@ -23,11 +28,14 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(crate) struct Budgets {
     published: BTreeSet<(String, PeriodKey, u16)>,
+    /// Each budgeted tenant's usage in its current period.
+    period_usage: HashMap<String, (Window, Usage)>,
     http: reqwest::Client,
 }
 
 impl Budgets {
-    pub(crate) async fn check(&mut self, state: &AppState, now: DateTime<Utc>) {
+    /// Checks every budget after a tick stored `written`.
+    pub(crate) async fn check(&mut self, state: &AppState, now: DateTime<Utc>, written: &[UsageBucket]) {
         let tenants = match state.store.tenants().await {
             Ok(tenants) => tenants,
             Err(error) => return tracing::warn!(%error, "cannot check budgets this time"),
@@ -38,7 +46,7 @@ impl Budgets {
                 state.gateway.set_budget_cap(&tenant.name, None);
                 continue;
             };
-            let spent = match spent(state, &tenant.name, &budget, now).await {
+            let spent = match self.spent(state, &tenant.name, &budget, now, written).await {
                 Ok(spent) => spent,
                 Err(error) => {
                     tracing::warn!(tenant = %tenant.name, %error, "cannot price the budget's spending");
@@ -85,6 +93,50 @@ impl Budgets {
         }
     }
 
+    /// What the tenant spent in the budget's period holding `now`: its usage there priced
+    /// whole (one rounding, as a report of the period rounds it).
+    async fn spent(
+        &mut self,
+        state: &AppState,
+        tenant: &str,
+        budget: &Budget,
+        now: DateTime<Utc>,
+        written: &[UsageBucket],
+    ) -> Result<Money, String> {
+        let window = budget.period.window_containing(now).map_err(|e| e.to_string())?;
+        let usage = match self.period_usage.get_mut(tenant) {
+            Some((cached, usage)) if *cached == window => {
+                for bucket in written {
+                    if bucket.tenant == tenant && window.contains_minute(bucket.minute) {
+                        usage.merge(&bucket.usage);
+                    }
+                }
+                *usage
+            }
+            _ => {
+                // The store already holds `written`.
+                let buckets = state
+                    .store
+                    .usage_buckets(Minute::of(window.start()), Minute::of(window.end()), Some(tenant))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut usage = Usage::default();
+                for bucket in buckets.iter().filter(|b| window.contains_minute(b.minute)) {
+                    usage.merge(&bucket.usage);
+                }
+                self.period_usage.insert(tenant.to_owned(), (window, usage));
+                usage
+            }
+        };
+        let costs = state
+            .config
+            .metering
+            .rates
+            .cost(&usage)
+            .map_err(|e| e.to_string())?;
+        Ok(costs.total)
+    }
+
     /// POSTs the alert; whether the webhook answered 2xx.
     async fn post(&self, url: &str, alert: &BudgetAlert) -> bool {
         let sent = self
@@ -119,24 +171,4 @@ fn alert_event(alert: &BudgetAlert) -> CloudEvent {
     );
     event.subject = Some(alert.tenant.clone());
     event
-}
-
-/// What the tenant spent in the budget's period holding `now`, from the stored buckets.
-async fn spent(state: &AppState, tenant: &str, budget: &Budget, now: DateTime<Utc>) -> Result<Money, String> {
-    let window = budget.period.window_containing(now).map_err(|e| e.to_string())?;
-    let buckets = state
-        .store
-        .usage_buckets(Minute::of(window.start()), Minute::of(window.end()), Some(tenant))
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = ReportRequest {
-        window,
-        step: None,
-        aggregate: BTreeSet::new(),
-        tenant: Some(tenant.to_owned()),
-        capacity: Vec::new(),
-    };
-    let report =
-        kl_core::report(&buckets, &state.config.metering.rates, &request).map_err(|e| e.to_string())?;
-    Ok(report.charged.total)
 }

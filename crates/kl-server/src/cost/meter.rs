@@ -162,7 +162,7 @@ pub(crate) async fn tick(state: &Arc<AppState>) {
         .cost_metrics
         .record(&write.buckets, &state.config.metering.rates);
     let Metering { budgets, .. } = &mut *metering;
-    budgets.check(state, now).await;
+    budgets.check(state, now, &write.buckets).await;
     if Instant::now() >= metering.retention_due {
         metering.retention_due = Instant::now() + RETENTION_EVERY;
         let retention =
