@@ -8,6 +8,6 @@ mod meter;
 mod metrics;
 mod report;
 
-pub(crate) use meter::{Metering, run, tick};
+pub(crate) use meter::{Metering, record_build, run, tick};
 pub(crate) use metrics::CostMetrics;
 pub(crate) use report::{report, tenant_report};

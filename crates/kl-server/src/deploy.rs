@@ -243,8 +243,9 @@ async fn build_and_promote(
         log,
     };
     let limit = state.config.build_timeout;
-    let artifact = tokio::time::timeout(limit, state.builder.build(input))
-        .await
+    let built = tokio::time::timeout(limit, state.builder.build(input)).await;
+    crate::cost::record_build(state, &rev.tenant, &rev.function, started.elapsed(), log.cpu()).await;
+    let artifact = built
         .map_err(|_| format!("the build did not finish within {}s", limit.as_secs()))?
         .map_err(|e| e.to_string())?;
     drop(staging);

@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
-use kl_core::{InstanceMeter, Minute, StorageMeter, StoredBytes, compact};
+use kl_core::{InstanceMeter, Minute, StorageMeter, StoredBytes, compact, meter_build};
 use kl_gateway::InstanceSample;
 use kl_store::{InstanceCheckpoint, MeterWrite, Store, StoreError};
 use tokio::time::Instant;
@@ -126,6 +126,23 @@ impl Metering {
         }
         Ok(())
     }
+}
+
+/// Meters a build's CPU time, spread over the `took` before now; stored with the next tick.
+pub(crate) async fn record_build(
+    state: &AppState,
+    tenant: &str,
+    function: &str,
+    took: std::time::Duration,
+    cpu: std::time::Duration,
+) {
+    let now = Utc::now();
+    let began = chrono::Duration::from_std(took)
+        .ok()
+        .and_then(|took| now.checked_sub_signed(took))
+        .unwrap_or(now);
+    let buckets = meter_build(tenant, function, began, now, cpu);
+    state.metering.lock().await.pending.buckets.extend(buckets);
 }
 
 /// Runs the metering task until the server is gone.
