@@ -207,6 +207,11 @@ async fn billed_cpu_and_memory_match_the_cgroup_and_counts_survive_a_restart() {
     );
     assert!(billed >= 1.5, "the spin alone used 1.5 s of CPU; billed {billed}");
     within("CPU seconds", billed, after, 0.01);
+    let q = metered(&server, &all).await.unwrap();
+    assert!(
+        number(&q["buildMinutes"]) > 0.0,
+        "the build's CPU time (its precompile step) is metered: {q}"
+    );
 
     // Memory: the test integrates the cgroup's own figure over one whole minute, sampled every
     // 100 ms, and compares it with the GB-seconds metered for that minute.
