@@ -150,6 +150,8 @@ impl Server {
         for tenant in state.store.tenants().await? {
             state.apply_tenant(&tenant.name, &tenant.spec);
         }
+        // Budgets' hard caps hold before any instance can start again.
+        cost::tick(&state).await;
         deploy::restore(&state).await?;
         Ok(Server { listener, state })
     }

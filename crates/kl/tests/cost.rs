@@ -482,6 +482,40 @@ async fn budgets_alert_once_across_a_restart_cap_with_429_and_reports_add_up() {
         "the days' charges are the month's"
     );
 
+    // A tenant's token sees its own tenant only, whatever it asks.
+    let viewer = server
+        .kl(&["token", "create", "--role", "viewer", "--tenant", "acme", "-q"])
+        .await;
+    assert!(viewer.status.success(), "{}", text(&viewer));
+    let viewer = stdout(&viewer).trim().to_owned();
+    let own = Reply::read(
+        server
+            .req_as(Some(&viewer), Method::GET, "/v1/cost/report?window=month")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(own.json()["tenant"], "acme", "forced to its tenant");
+    assert!(
+        own.json()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["idle"] != true),
+        "no platform-wide idle rows for a tenant"
+    );
+    let other = Reply::read(
+        server
+            .req_as(Some(&viewer), Method::GET, "/v1/cost/report?tenant=default")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(other.status, 404, "another tenant's costs: {}", other.text());
+
     // The CLI renders the same report.
     let csv = server
         .kl(&[
