@@ -29,6 +29,8 @@ pub(crate) struct Slot {
     /// The instance's share of its tenant's quotas and of the node, held until the slot is
     /// gone.
     share: Reservation,
+    /// Its revision's meter, which reads it one last time before it is killed.
+    meter: Arc<PoolMeter>,
 }
 
 impl Slot {
@@ -41,6 +43,7 @@ impl Slot {
     /// Kills the instance and keeps it out of rotation.
     pub(crate) fn discard(&self) {
         self.dead.store(true, Ordering::Relaxed);
+        self.meter.stopping(&self.instance);
         self.instance.kill();
     }
 }
@@ -246,7 +249,7 @@ impl RevisionPool {
         let instance = self.runtime.start(self.start_request()).await?;
         self.meter.started(instance.clone());
         self.state.lock().expect("pool lock").entries.push(Entry {
-            slot: new_slot(instance, share),
+            slot: new_slot(instance, share, self.meter.clone()),
             in_flight: 0,
             last_used: Instant::now(),
         });
@@ -442,7 +445,7 @@ impl RevisionPool {
             Ok(instance) => {
                 state.crash_loop = None;
                 self.meter.started(instance.clone());
-                let slot = new_slot(instance, share);
+                let slot = new_slot(instance, share, self.meter.clone());
                 for _ in 0..in_flight {
                     slot.share.handle.busy();
                 }
@@ -660,13 +663,14 @@ enum Start {
     No,
 }
 
-fn new_slot(instance: Arc<Instance>, share: Reservation) -> Arc<Slot> {
+fn new_slot(instance: Arc<Instance>, share: Reservation, meter: Arc<PoolMeter>) -> Arc<Slot> {
     share.handle.attach(instance.clone());
     Arc::new(Slot {
         instance,
         conns: Connections::default(),
         dead: AtomicBool::new(false),
         share,
+        meter,
     })
 }
 

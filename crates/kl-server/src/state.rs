@@ -46,6 +46,17 @@ impl AppState {
         egress_policy(spec).map_err(|e| invalid(e.to_string()))?;
         if let Some(budget) = &spec.budget {
             budget.validate().map_err(|e| invalid(e.to_string()))?;
+            // The server's HTTP client is built without TLS: an https webhook could never
+            // be delivered, and its alerts would be retried forever.
+            if budget
+                .webhook
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "budget.webhook: this server cannot call https:// URLs; use an http:// receiver (e.g. a relay on the same network)".to_owned(),
+                ));
+            }
         }
         Ok(())
     }
