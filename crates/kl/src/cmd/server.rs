@@ -255,3 +255,28 @@ async fn installed(program: &str, probe: &str) -> bool {
         .await
         .is_ok_and(|o| o.status.success())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_files_override_the_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.yaml");
+        std::fs::write(&path, "currency: EUR\ncpuCoreHour: 0.05\n").unwrap();
+        let card = rates(&path).unwrap();
+        assert_eq!(card.currency(), "EUR");
+        assert_eq!(card.pico_per_unit(kl_core::Resource::Cpu), 50_000_000_000);
+        assert_eq!(
+            card.pico_per_unit(kl_core::Resource::Requests),
+            200_000_000_000,
+            "absent rates keep the default"
+        );
+        std::fs::write(&path, "cpuCoreHour: -1\n").unwrap();
+        let refused = rates(&path).unwrap_err();
+        assert!(format!("{refused:#}").contains("cpuCoreHour"), "{refused:#}");
+        std::fs::write(&path, "cpuCoreHours: 1\n").unwrap();
+        assert!(rates(&path).is_err(), "a misspelt rate is refused");
+    }
+}
