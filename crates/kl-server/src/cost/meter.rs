@@ -194,3 +194,108 @@ pub(crate) async fn tick(state: &Arc<AppState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kl_core::{CgroupReading, Resources};
+
+    fn sample(cpu_ms: u64, at_ms: i64, stopped: bool) -> InstanceSample {
+        let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        InstanceSample {
+            instance: "i-1".into(),
+            tenant: "acme".into(),
+            function: "f".into(),
+            reserved: Resources {
+                cpu_millis: 100,
+                memory_bytes: 1 << 20,
+            },
+            started_at: start,
+            reading: Some(CgroupReading {
+                at: start + chrono::Duration::milliseconds(at_ms),
+                cpu_usage_ns: cpu_ms * 1_000_000,
+                memory_bytes: 1 << 20,
+            }),
+            stopped,
+        }
+    }
+
+    fn cpu_used(write: &MeterWrite) -> u128 {
+        write.buckets.iter().map(|b| b.usage.cpu_used_ns).sum()
+    }
+
+    #[tokio::test]
+    async fn instance_samples_meter_from_the_start_checkpoint_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("kl.db")).await.unwrap();
+        let mut metering = Metering::load(&store).await.unwrap();
+
+        let mut write = MeterWrite::default();
+        metering.instance(sample(300, 1_000, false), &mut write);
+        assert_eq!(cpu_used(&write), 300_000_000, "billed from the start, at zero");
+        assert_eq!(write.instances.len(), 1);
+        assert_eq!(write.instances[0].reading.cpu_usage_ns, 300_000_000);
+
+        let mut write = MeterWrite::default();
+        metering.instance(sample(300, 1_000, false), &mut write);
+        assert_eq!(cpu_used(&write), 0, "a repeated reading adds nothing");
+
+        let mut write = MeterWrite::default();
+        metering.instance(sample(500, 2_000, true), &mut write);
+        assert_eq!(
+            cpu_used(&write),
+            200_000_000,
+            "the last reading meters up to the stop"
+        );
+        assert!(write.instances.is_empty());
+        assert_eq!(write.finished, ["i-1"]);
+
+        let mut write = MeterWrite::default();
+        let unsandboxed = InstanceSample {
+            instance: "i-2".into(),
+            reading: None,
+            ..sample(0, 0, false)
+        };
+        metering.instance(unsandboxed, &mut write);
+        assert_eq!(write, MeterWrite::default(), "nothing to meter without a cgroup");
+    }
+
+    #[tokio::test]
+    async fn instance_checkpoints_of_a_previous_run_are_finished_and_storage_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("kl.db")).await.unwrap();
+        store.ensure_tenant("acme").await.unwrap();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let old = sample(1, 1, false);
+        store
+            .record_metering(&MeterWrite {
+                instances: vec![InstanceCheckpoint {
+                    instance: old.instance,
+                    tenant: old.tenant,
+                    function: old.function,
+                    reserved: old.reserved,
+                    reading: old.reading.unwrap(),
+                }],
+                storage: vec![("acme".into(), StoredBytes { at, bytes: 1000 })],
+                ..MeterWrite::default()
+            })
+            .await
+            .unwrap();
+        let mut metering = Metering::load(&store).await.unwrap();
+        assert_eq!(metering.pending.finished, ["i-1"]);
+        let mut write = MeterWrite::default();
+        let later = at + chrono::Duration::seconds(60);
+        metering.storage(&store, later, &mut write).await.unwrap();
+        let stored: u128 = write
+            .buckets
+            .iter()
+            .filter(|b| b.tenant == "acme")
+            .map(|b| b.usage.storage_byte_ms)
+            .sum();
+        assert_eq!(
+            stored,
+            1000 * 60_000,
+            "the checkpoint's bytes are billed up to now"
+        );
+    }
+}
