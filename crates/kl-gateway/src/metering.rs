@@ -170,3 +170,46 @@ impl PoolMeter {
         state.invocations.is_empty() && state.running.is_empty() && state.stopped.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocations_from_many_threads_add_up_exactly_and_gone_pools_are_forgotten() {
+        let meters = Meters::default();
+        let reserved = Resources {
+            cpu_millis: 250,
+            memory_bytes: 128 << 20,
+        };
+        let pool = meters.register("acme", "f", reserved);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..250 {
+                        pool.invocation(Duration::from_micros(1_500));
+                    }
+                });
+            }
+        });
+        let collected = meters.collect();
+        let total = collected.invocations.iter().fold(Usage::default(), |mut sum, b| {
+            sum.merge(&b.usage);
+            sum
+        });
+        assert_eq!(total.invocations, 2_000);
+        assert_eq!(total.billed_ms, 2_000 * 2, "1.5 ms bills 2 ms");
+        assert_eq!(total.invocation_byte_ms, 2_000 * 2 * (128 << 20));
+        assert!(meters.collect().invocations.is_empty(), "collected once");
+
+        pool.invocation(Duration::from_millis(1));
+        drop(pool);
+        assert_eq!(meters.pools.lock().unwrap().len(), 1, "kept until collected");
+        assert_eq!(
+            meters.collect().invocations.len(),
+            1,
+            "a retired pool's last calls count"
+        );
+        assert!(meters.pools.lock().unwrap().is_empty(), "then forgotten");
+    }
+}
