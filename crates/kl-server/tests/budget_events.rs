@@ -1,0 +1,91 @@
+//! Budget thresholds publish `io.knative.lambda.notification.alert.*` CloudEvents on the bus,
+//! from the tenant, once the metered spending reaches them.
+
+use std::time::Duration;
+
+use kl_events::CloudEvent;
+use kl_server::{Server, ServerConfig};
+
+fn python_source(body: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "main.py", body.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<CloudEvent>, ty: &str) -> CloudEvent {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let ev = rx.recv().await.expect("bus open");
+            if ev.ty == ty {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {ty} event within 60s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_raises_a_critical_alert_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.metering.interval = Duration::from_millis(200);
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let mut events = server.subscribe_events();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let token = token.trim();
+    let http = reqwest::Client::new();
+
+    // Ten requests cost 2 micro-dollars at the default 0.20 per million: twice the budget.
+    let created = http
+        .post(format!("{url}/v1/tenants"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "acme", "spec": {"budget": {"amount": "0.000001", "thresholds": [100]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let uploaded = http
+        .put(format!("{url}/v1/tenants/acme/functions/f/source"))
+        .bearer_auth(token)
+        .body(python_source("def handler(event):\n    return 1\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 202);
+    next_of(&mut events, "io.knative.lambda.lifecycle.function.ready").await;
+    for _ in 0..10 {
+        let reply = http
+            .post(format!("{url}/fn/acme/f"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+
+    let alert = next_of(&mut events, "io.knative.lambda.notification.alert.critical").await;
+    assert_eq!(alert.source, "io.knative.lambda/acme");
+    assert_eq!(alert.subject.as_deref(), Some("acme"));
+    let data = alert.data.expect("the alert is the data");
+    assert_eq!(data["tenant"], "acme");
+    assert_eq!(data["threshold"], 100);
+    assert_eq!(data["severity"], "critical");
+    assert_eq!(data["amount"], "0.000001");
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
