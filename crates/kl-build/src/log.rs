@@ -1,16 +1,20 @@
 //! The build log: one file per build that both our own progress lines and the tools' output
-//! (pip, npm, go) are appended to, so a client can follow it while it grows.
+//! (pip, npm, go) are appended to, so a client can follow it while it grows. It also adds up
+//! the CPU time of the build's steps, which the server meters (DESIGN §6).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// An append-only build log file.
+/// An append-only build log file, and the CPU time of the steps run so far.
 #[derive(Debug)]
 pub struct BuildLog {
     file: File,
     path: PathBuf,
+    cpu_ns: AtomicU64,
 }
 
 impl BuildLog {
@@ -19,6 +23,7 @@ impl BuildLog {
         Ok(BuildLog {
             file,
             path: path.to_path_buf(),
+            cpu_ns: AtomicU64::new(0),
         })
     }
 
@@ -35,6 +40,18 @@ impl BuildLog {
     /// A handle for a child process's stdout or stderr.
     pub fn stdio(&self) -> std::io::Result<Stdio> {
         Ok(Stdio::from(self.file.try_clone()?))
+    }
+
+    /// Counts a finished step's CPU time.
+    pub(crate) fn add_cpu(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// CPU time the build's steps used (each step's process and the children it waited
+    /// for), whether the build succeeded or not.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed))
     }
 
     /// The last `lines` lines of the log, for error messages.

@@ -196,6 +196,10 @@ pub struct TenantSpec {
     pub rate_limit: Option<RateSpec>,
     /// Hosts its functions may reach through the egress proxy; empty denies all egress.
     pub egress: Vec<String>,
+    /// What it may spend per period, with alert thresholds and an optional hard cap; no
+    /// budget when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
 }
 
 impl Default for TenantSpec {
@@ -207,6 +211,7 @@ impl Default for TenantSpec {
             limits: InstanceLimits::default(),
             rate_limit: None,
             egress: Vec::new(),
+            budget: None,
         }
     }
 }

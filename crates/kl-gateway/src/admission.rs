@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kl_core::{
-    Admission, NoCapacity, PriorityClass, Quota, QuotaExceeded, Quotas, Request, Resources, Running, admit,
-    drf_order, plan_admission, usage_by_tenant,
+    Admission, BudgetExceeded, NoCapacity, PriorityClass, Quota, QuotaExceeded, Quotas, Request, Resources,
+    Running, admit, drf_order, plan_admission, usage_by_tenant,
 };
 use kl_runtime::Instance;
 use thiserror::Error;
@@ -34,6 +34,9 @@ pub enum Refusal {
     Quota(#[from] QuotaExceeded),
     #[error(transparent)]
     NoCapacity(#[from] NoCapacity),
+    /// The tenant's budget has a hard cap and it is spent.
+    #[error(transparent)]
+    Budget(#[from] BudgetExceeded),
 }
 
 /// A running instance's link to the ledger: its load (for choosing idle victims first) and
@@ -95,6 +98,8 @@ struct Waiter {
 struct State {
     quotas: HashMap<String, Quotas>,
     weights: HashMap<String, u32>,
+    /// Tenants whose budget's hard cap is reached: no instance of theirs starts.
+    capped: HashMap<String, BudgetExceeded>,
     usage: HashMap<String, Usage>,
     held: HashMap<u64, Held>,
     waiting: Vec<Waiter>,
@@ -143,6 +148,16 @@ impl Ledger {
         let mut state = self.lock();
         state.quotas.insert(tenant.to_owned(), quotas);
         state.weights.insert(tenant.to_owned(), weight);
+    }
+
+    /// Refuses (`Some`) or allows again (`None`) a tenant's instance starts, for its
+    /// budget's hard cap. Running instances keep running.
+    pub fn set_budget_cap(&self, tenant: &str, exceeded: Option<BudgetExceeded>) {
+        let mut state = self.lock();
+        match exceeded {
+            Some(e) => state.capped.insert(tenant.to_owned(), e),
+            None => state.capped.remove(tenant),
+        };
     }
 
     /// What a tenant's running instances hold.
@@ -205,6 +220,9 @@ impl Ledger {
     /// Admits `request` under the lock, preempting if needed.
     fn try_reserve(self: &Arc<Self>, state: &mut State, request: &Request) -> Result<Reservation, Refusal> {
         let (tenant, class, resources) = (request.tenant.as_str(), request.class, request.resources);
+        if let Some(exceeded) = state.capped.get(tenant) {
+            return Err(exceeded.clone().into());
+        }
         let quotas = state.quotas.get(tenant).cloned().unwrap_or_default();
         let u = state.usage.get(tenant).copied().unwrap_or_default();
         admit(tenant, Quota::Instances, u.instances, 1, quotas.instances.into())?;

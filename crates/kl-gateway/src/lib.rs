@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod egress;
+mod metering;
 mod metrics;
 mod pool;
 mod proxy;
@@ -16,12 +17,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use kl_core::{FunctionSpec, Launch, NoCapacity, QuotaExceeded, RateSpec, Resources, TenantSpec};
+use kl_core::{
+    BudgetExceeded, FunctionSpec, Launch, NoCapacity, QuotaExceeded, RateSpec, Resources, TenantSpec,
+};
 use kl_runtime::{Runtime, RuntimeError};
 use thiserror::Error;
 
 pub use admission::Usage;
 use admission::{Ledger, Refusal};
+use metering::Meters;
+pub use metering::{Collected, InstanceSample};
 use metrics::Metrics;
 use pool::RevisionPool;
 pub use pool::{CrashLoop, InstanceStatus, LastExit};
@@ -129,6 +134,9 @@ pub enum GatewayError {
     /// The node is full and nothing of a lower class can be preempted.
     #[error(transparent)]
     NodeFull(#[from] NoCapacity),
+    /// The tenant's budget has a hard cap and it is spent: no instance starts.
+    #[error(transparent)]
+    BudgetExceeded(#[from] BudgetExceeded),
     /// A tenant or function rate limit refused the request.
     #[error(transparent)]
     RateLimited(#[from] Limited),
@@ -158,7 +166,9 @@ impl GatewayError {
             | GatewayError::NodeFull(_)
             | GatewayError::CrashLoop { .. } => S::SERVICE_UNAVAILABLE,
             GatewayError::Quota(q) if !q.is_transient() => S::FORBIDDEN,
-            GatewayError::Quota(_) | GatewayError::RateLimited(_) => S::TOO_MANY_REQUESTS,
+            GatewayError::Quota(_) | GatewayError::RateLimited(_) | GatewayError::BudgetExceeded(_) => {
+                S::TOO_MANY_REQUESTS
+            }
             GatewayError::Timeout(_) => S::GATEWAY_TIMEOUT,
             GatewayError::Start(_)
             | GatewayError::Crashed(_)
@@ -185,6 +195,7 @@ pub struct Gateway {
     ledger: Arc<Ledger>,
     rates: RateLimits,
     metrics: Arc<Metrics>,
+    meters: Meters,
     config: GatewayConfig,
     scaled: tokio::sync::broadcast::Sender<Scaled>,
 }
@@ -201,6 +212,7 @@ impl Gateway {
             ledger: Arc::new(Ledger::new(config.capacity)),
             rates: RateLimits::new(),
             metrics: Arc::new(Metrics::new()),
+            meters: Meters::default(),
             config,
             scaled: tokio::sync::broadcast::channel(256).0,
         });
@@ -224,12 +236,30 @@ impl Gateway {
         self.ledger.usage(tenant)
     }
 
+    /// Refuses (`Some`) or allows again (`None`) a tenant's instance starts, for its budget's
+    /// hard cap: requests that need a new instance get a 429, running instances keep serving.
+    pub fn set_budget_cap(&self, tenant: &str, exceeded: Option<BudgetExceeded>) {
+        self.ledger.set_budget_cap(tenant, exceeded);
+    }
+
+    /// What the data plane observed since the last call: completed invocations and a
+    /// reading of every instance's cgroup (for the server's metering task).
+    pub fn collect_usage(&self) -> Collected {
+        self.meters.collect()
+    }
+
     fn pool(&self, target: RevisionTarget, restored: bool) -> Arc<RevisionPool> {
+        let reserved = Resources {
+            cpu_millis: target.spec.cpu_millis,
+            memory_bytes: target.spec.memory_bytes,
+        };
+        let meter = self.meters.register(&target.tenant, &target.function, reserved);
         Arc::new(RevisionPool::new(
             target,
             self.runtime.clone(),
             self.ledger.clone(),
             self.metrics.clone(),
+            meter,
             self.config.clone(),
             restored,
         ))
@@ -360,6 +390,7 @@ impl From<Refusal> for GatewayError {
         match refusal {
             Refusal::Quota(q) => GatewayError::Quota(q),
             Refusal::NoCapacity(n) => GatewayError::NodeFull(n),
+            Refusal::Budget(b) => GatewayError::BudgetExceeded(b),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::admission::{Ledger, Refusal, Reservation};
+use crate::metering::PoolMeter;
 use crate::metrics::{Metrics, RevisionLabels};
 use crate::proxy::Connections;
 use crate::{GatewayConfig, GatewayError, Invocation, RevisionTarget};
@@ -28,6 +29,8 @@ pub(crate) struct Slot {
     /// The instance's share of its tenant's quotas and of the node, held until the slot is
     /// gone.
     share: Reservation,
+    /// Its revision's meter, which reads it one last time before it is killed.
+    meter: Arc<PoolMeter>,
 }
 
 impl Slot {
@@ -40,6 +43,7 @@ impl Slot {
     /// Kills the instance and keeps it out of rotation.
     pub(crate) fn discard(&self) {
         self.dead.store(true, Ordering::Relaxed);
+        self.meter.stopping(&self.instance);
         self.instance.kill();
     }
 }
@@ -125,6 +129,7 @@ pub(crate) struct RevisionPool {
     runtime: Arc<dyn Runtime>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    meter: Arc<PoolMeter>,
     config: GatewayConfig,
     state: Mutex<PoolState>,
     changed: Notify,
@@ -164,6 +169,7 @@ impl RevisionPool {
         runtime: Arc<dyn Runtime>,
         ledger: Arc<Ledger>,
         metrics: Arc<Metrics>,
+        meter: Arc<PoolMeter>,
         config: GatewayConfig,
         restored: bool,
     ) -> RevisionPool {
@@ -198,6 +204,7 @@ impl RevisionPool {
             runtime,
             ledger,
             metrics,
+            meter,
             config,
             state: Mutex::new(PoolState::default()),
             changed: Notify::new(),
@@ -243,8 +250,9 @@ impl RevisionPool {
     pub(crate) async fn warm_up(&self) -> Result<(), GatewayError> {
         let share = self.reserve()?;
         let instance = self.runtime.start(self.start_request()).await?;
+        self.meter.started(instance.clone());
         self.state.lock().expect("pool lock").entries.push(Entry {
-            slot: new_slot(instance, share),
+            slot: new_slot(instance, share, self.meter.clone()),
             in_flight: 0,
             last_used: Instant::now(),
         });
@@ -258,7 +266,8 @@ impl RevisionPool {
         if cold {
             self.metrics.cold_start(&self.labels, lease.slot.instance.startup);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let forwarding = Instant::now();
+        let remaining = deadline.saturating_duration_since(forwarding);
         let forwarded = crate::proxy::forward(
             &lease.slot,
             call,
@@ -268,6 +277,8 @@ impl RevisionPool {
             &self.target.spec,
         )
         .await;
+        // Billed: the time the instance had the request, whatever the outcome.
+        self.meter.invocation(forwarding.elapsed());
         let ended = match &forwarded {
             Err(GatewayError::Crashed(reason)) => Some(reason.clone()),
             Err(GatewayError::Timeout(limit)) => {
@@ -436,7 +447,8 @@ impl RevisionPool {
             }
             Ok(instance) => {
                 state.crash_loop = None;
-                let slot = new_slot(instance, share);
+                self.meter.started(instance.clone());
+                let slot = new_slot(instance, share, self.meter.clone());
                 for _ in 0..in_flight {
                     slot.share.handle.busy();
                 }
@@ -533,10 +545,7 @@ impl RevisionPool {
             chosen.sort_unstable_by(|a, b| b.cmp(a));
             chosen.into_iter().map(|i| state.entries.remove(i).slot).collect()
         };
-        let grace = self.config.stop_grace;
-        for slot in idle {
-            tokio::spawn(async move { slot.instance.stop(grace).await });
-        }
+        self.stop_slots(idle);
     }
 
     /// The running instance count, `(before, now)`, when it changed since the last call.
@@ -602,10 +611,7 @@ impl RevisionPool {
                 }
             });
         }
-        let grace = self.config.stop_grace;
-        for slot in idle {
-            tokio::spawn(async move { slot.instance.stop(grace).await });
-        }
+        self.stop_slots(idle);
     }
 
     /// Takes no new requests; stops each instance once its requests are done.
@@ -646,9 +652,19 @@ impl RevisionPool {
         let grace = self.config.stop_grace;
         let mut stops = tokio::task::JoinSet::new();
         for slot in slots {
+            self.meter.stopping(&slot.instance);
             stops.spawn(async move { slot.instance.stop(grace).await });
         }
         while stops.join_next().await.is_some() {}
+    }
+
+    /// Stops instances in the background, each metered one last time first.
+    fn stop_slots(&self, slots: Vec<Arc<Slot>>) {
+        let grace = self.config.stop_grace;
+        for slot in slots {
+            self.meter.stopping(&slot.instance);
+            tokio::spawn(async move { slot.instance.stop(grace).await });
+        }
     }
 }
 
@@ -660,13 +676,14 @@ enum Start {
     No,
 }
 
-fn new_slot(instance: Arc<Instance>, share: Reservation) -> Arc<Slot> {
+fn new_slot(instance: Arc<Instance>, share: Reservation, meter: Arc<PoolMeter>) -> Arc<Slot> {
     share.handle.attach(instance.clone());
     Arc::new(Slot {
         instance,
         conns: Connections::default(),
         dead: AtomicBool::new(false),
         share,
+        meter,
     })
 }
 

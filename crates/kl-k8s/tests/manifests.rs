@@ -63,6 +63,7 @@ fn acme() -> TenantSpec {
             "203.0.113.7:8443".into(),
             "[2001:db8::/32]:443".into(),
         ],
+        budget: None,
     }
 }
 

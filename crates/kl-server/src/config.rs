@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub dedupe_window: Duration,
     /// Event deliveries (and async invocations) running at once.
     pub dispatch_concurrency: usize,
+    /// Metering and cost: rates, the sampling period, retention.
+    pub metering: MeteringConfig,
 }
 
 /// The durable queue under eventing.
@@ -59,6 +61,37 @@ pub enum Bus {
     Embedded,
     /// RabbitMQ at `url`, every exchange and queue named under `prefix`.
     Amqp { url: String, prefix: String },
+}
+
+/// How usage is metered and priced (DESIGN §6).
+#[derive(Debug, Clone)]
+pub struct MeteringConfig {
+    /// Prices and currency, checked.
+    pub rates: kl_core::RateCard,
+    /// How often instances' cgroups are read and usage is written to the store.
+    pub interval: Duration,
+    /// Usage buckets older than this are deleted.
+    pub retention: Duration,
+    /// What the node offers for the cost model's idle capacity: its real cores (not the
+    /// overcommitted admission capacity) and memory.
+    pub node: Resources,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> MeteringConfig {
+        let node = node_capacity();
+        MeteringConfig {
+            rates: kl_core::Rates::default()
+                .validate()
+                .expect("the default rates are valid"),
+            interval: Duration::from_secs(10),
+            retention: Duration::from_secs(400 * 24 * 3600),
+            node: Resources {
+                cpu_millis: node.cpu_millis / CPU_OVERCOMMIT,
+                ..node
+            },
+        }
+    }
 }
 
 impl ServerConfig {
@@ -85,9 +118,13 @@ impl ServerConfig {
             event_limits: kl_events::http_binding::Limits::default(),
             dedupe_window: Duration::from_secs(24 * 3600),
             dispatch_concurrency: 32,
+            metering: MeteringConfig::default(),
         }
     }
 }
+
+/// How many times its cores the node's CPU is offered to instances.
+const CPU_OVERCOMMIT: u64 = 4;
 
 /// The default node capacity: CPU overcommitted 4× (instances rarely all run flat out, and the
 /// cgroup quota still caps each one), memory as installed (a memory limit is a hard kill).
@@ -102,7 +139,7 @@ fn node_capacity() -> Resources {
         })
         .unwrap_or(4 << 30);
     Resources {
-        cpu_millis: cores * 4000,
+        cpu_millis: cores * 1000 * CPU_OVERCOMMIT,
         memory_bytes,
     }
 }

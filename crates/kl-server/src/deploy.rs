@@ -252,8 +252,9 @@ async fn build_and_promote(
         log,
     };
     let limit = state.config.build_timeout;
-    let artifact = tokio::time::timeout(limit, state.builder.build(input))
-        .await
+    let built = tokio::time::timeout(limit, state.builder.build(input)).await;
+    crate::cost::record_build(state, &rev.tenant, &rev.function, started.elapsed(), log.cpu()).await;
+    let artifact = built
         .map_err(|_| format!("the build did not finish within {}s", limit.as_secs()))?
         .map_err(|e| e.to_string())?;
     drop(staging);
@@ -273,6 +274,17 @@ async fn build_and_promote(
         .function(&rev.tenant, &rev.function)
         .await
         .map_err(|_| "the function was deleted during the build".to_owned())?;
+    let serve = !current
+        .serving_revision
+        .is_some_and(|serving| serving > rev.number);
+    // Routed before the store says "ready": whoever sees it ready (`kl deploy` polls for it)
+    // and calls at once must reach this revision, not the one it replaces.
+    if serve {
+        state.gateway.install(prepared);
+    } else {
+        log.line("a newer revision already serves; this one stays available but takes no traffic");
+        prepared.discard().await;
+    }
     state
         .store
         .finish_revision(
@@ -284,19 +296,12 @@ async fn build_and_promote(
         )
         .await
         .map_err(|e| e.to_string())?;
-    if current
-        .serving_revision
-        .is_some_and(|serving| serving > rev.number)
-    {
-        log.line("a newer revision already serves; this one stays available but takes no traffic");
-        prepared.discard().await;
-    } else {
+    if serve {
         state
             .store
             .set_serving(&rev.tenant, &rev.function, rev.number)
             .await
             .map_err(|e| e.to_string())?;
-        state.gateway.install(prepared);
     }
     Ok(artifact)
 }

@@ -121,6 +121,7 @@ impl From<GatewayError> for ApiError {
         let code = match &e {
             G::Quota(q) => return q.clone().into(),
             G::RateLimited(_) => "RateLimited",
+            G::BudgetExceeded(_) => "BudgetExceeded",
             G::NoRoute(_) => "FunctionNotReady",
             G::NoCapacity { .. } | G::QueueFull { .. } | G::NodeFull(_) => "NoCapacity",
             G::CrashLoop { .. } => "FunctionCrashLoop",

@@ -6,6 +6,7 @@
 mod auth;
 mod build_slots;
 mod config;
+mod cost;
 mod deploy;
 mod error;
 mod events;
@@ -32,7 +33,7 @@ use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::{Bus, ServerConfig};
+pub use config::{Bus, MeteringConfig, ServerConfig};
 use state::AppState;
 
 /// Why the server could not start.
@@ -155,6 +156,8 @@ impl Server {
         let state = Arc::new(AppState {
             tokens: auth::Tokens::load(&store).await?,
             events: events::Events::new(broker, triggers, store.clone()),
+            metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
+            cost_metrics: cost::CostMetrics::new(),
             store,
             objects: Arc::new(objects),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -170,6 +173,8 @@ impl Server {
         for tenant in state.store.tenants().await? {
             state.apply_tenant(&tenant.name, &tenant.spec);
         }
+        // Budgets' hard caps hold before any instance can start again.
+        cost::tick(&state).await;
         deploy::restore(&state).await?;
         Ok(Server { listener, state })
     }
@@ -195,6 +200,7 @@ impl Server {
             tokio::spawn(events::scheduler(state.clone())),
             tokio::spawn(events::sweeper(state.clone())),
             tokio::spawn(events::scaling(state.clone())),
+            tokio::spawn(cost::run(Arc::downgrade(&state), state.config.metering.interval)),
         ];
         tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), bus = ?bus_name(&state.config.bus), "kl server listening");
         let stopping = state.clone();
@@ -205,13 +211,14 @@ impl Server {
                 stopping.shutdown.send_replace(true);
             })
             .await;
-        tracing::info!("shutting down: draining event deliveries, stopping instances");
+        tracing::info!("shutting down: draining event deliveries, metering, stopping instances");
         for task in background {
             task.abort();
         }
         if let Err(e) = dispatcher.await {
             tracing::error!(error = %e, "the event dispatcher failed");
         }
+        cost::tick(&state).await;
         state.gateway.shutdown().await;
         served.map_err(ServerError::Serve)
     }
@@ -293,6 +300,8 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/tokens/{id}", axum::routing::delete(tenants::revoke_token))
         .route("/v1/audit", get(tenants::audit))
+        .route("/v1/cost/report", get(cost::report))
+        .route("/v1/tenants/{tenant}/cost", get(cost::tenant_report))
         .route("/fn/{tenant}/{function}", any(invoke::invoke))
         .route("/fn/{tenant}/{function}/{*rest}", any(invoke::invoke))
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -307,12 +316,19 @@ async fn metrics(
     state
         .authorize(&caller, kl_core::Action::ReadAllTenants, None)
         .await?;
+    // Two registries, one exposition: the data plane's without its `# EOF`, then usage.
+    let data_plane = state.gateway.metrics();
+    let text = data_plane
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&data_plane)
+        .to_owned()
+        + &state.cost_metrics.encode();
     Ok((
         [(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.gateway.metrics(),
+        text,
     ))
 }
 

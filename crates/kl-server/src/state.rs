@@ -33,6 +33,9 @@ pub(crate) struct AppState {
     pub tenant_builds: crate::quota::TenantBuilds,
     pub layout: Layout,
     pub config: ServerConfig,
+    /// The meters of running instances and stored bytes (DESIGN §6).
+    pub metering: tokio::sync::Mutex<crate::cost::Metering>,
+    pub cost_metrics: crate::cost::CostMetrics,
 }
 
 impl AppState {
@@ -43,6 +46,20 @@ impl AppState {
         spec.spec_limits(&self.config.spec_limits)
             .map_err(|e| invalid(e.to_string()))?;
         egress_policy(spec).map_err(|e| invalid(e.to_string()))?;
+        if let Some(budget) = &spec.budget {
+            budget.validate().map_err(|e| invalid(e.to_string()))?;
+            // The server's HTTP client is built without TLS: an https webhook could never
+            // be delivered, and its alerts would be retried forever.
+            if budget
+                .webhook
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "budget.webhook: this server cannot call https:// URLs; use an http:// receiver (e.g. a relay on the same network)".to_owned(),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! Builds publish `io.knative.lambda.lifecycle.*` CloudEvents on the live feed, for their
-//! tenant, with the catalog's source, subject and correlation id.
+//! The platform's own CloudEvents on the live feed: builds publish
+//! `io.knative.lambda.lifecycle.*` for their tenant, with the catalog's source, subject and
+//! correlation id; budget thresholds publish `io.knative.lambda.notification.alert.*`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,16 @@ fn python_source(body: &str) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<Arc<TenantEvent>>, ty: &str) -> CloudEvent {
+async fn next_of(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<TenantEvent>>,
+    tenant: &str,
+    ty: &str,
+) -> CloudEvent {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let published = rx.recv().await.expect("feed open");
             if published.event.ty == ty {
-                assert_eq!(published.tenant, "default");
+                assert_eq!(published.tenant, tenant);
                 return published.event.clone();
             }
         }
@@ -58,11 +63,21 @@ async fn builds_publish_lifecycle_events() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 202);
-    let started = next_of(&mut events, "io.knative.lambda.lifecycle.build.started").await;
+    let started = next_of(
+        &mut events,
+        "default",
+        "io.knative.lambda.lifecycle.build.started",
+    )
+    .await;
     assert_eq!(started.source, "io.knative.lambda/default/evt");
     assert_eq!(started.subject.as_deref(), Some("default/evt"));
     assert_eq!(started.extensions["correlationid"], "evt-00001");
-    let completed = next_of(&mut events, "io.knative.lambda.lifecycle.build.completed").await;
+    let completed = next_of(
+        &mut events,
+        "default",
+        "io.knative.lambda.lifecycle.build.completed",
+    )
+    .await;
     assert_eq!(completed.extensions["correlationid"], "evt-00001");
     assert!(
         completed.data.as_ref().unwrap()["digest"]
@@ -70,12 +85,17 @@ async fn builds_publish_lifecycle_events() {
             .unwrap()
             .starts_with("sha256:")
     );
-    let ready = next_of(&mut events, "io.knative.lambda.lifecycle.function.ready").await;
+    let ready = next_of(
+        &mut events,
+        "default",
+        "io.knative.lambda.lifecycle.function.ready",
+    )
+    .await;
     assert_eq!(ready.data.as_ref().unwrap()["revision"], "evt-00001");
 
     let reply = upload(python_source("def handler(event:\n")).await.unwrap();
     assert_eq!(reply.status(), 202);
-    let failed = next_of(&mut events, "io.knative.lambda.lifecycle.build.failed").await;
+    let failed = next_of(&mut events, "default", "io.knative.lambda.lifecycle.build.failed").await;
     assert_eq!(failed.extensions["correlationid"], "evt-00002");
     assert!(
         failed.data.as_ref().unwrap()["error"]
@@ -83,6 +103,69 @@ async fn builds_publish_lifecycle_events() {
             .unwrap()
             .contains("SyntaxError")
     );
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_raises_a_critical_alert_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.metering.interval = Duration::from_millis(200);
+    let server = Server::bind(config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let mut events = server.subscribe_events();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let token = token.trim();
+    let http = reqwest::Client::new();
+
+    // Ten requests cost 2 micro-dollars at the default 0.20 per million: twice the budget.
+    let created = http
+        .post(format!("{url}/v1/tenants"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "acme", "spec": {"budget": {"amount": "0.000001", "thresholds": [100]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let uploaded = http
+        .put(format!("{url}/v1/tenants/acme/functions/f/source"))
+        .bearer_auth(token)
+        .body(python_source("def handler(event):\n    return 1\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 202);
+    next_of(&mut events, "acme", "io.knative.lambda.lifecycle.function.ready").await;
+    for _ in 0..10 {
+        let reply = http
+            .post(format!("{url}/fn/acme/f"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+
+    let alert = next_of(
+        &mut events,
+        "acme",
+        "io.knative.lambda.notification.alert.critical",
+    )
+    .await;
+    assert_eq!(alert.source, "io.knative.lambda/acme");
+    assert_eq!(alert.subject.as_deref(), Some("acme"));
+    let data = alert.data.expect("the alert is the data");
+    assert_eq!(data["tenant"], "acme");
+    assert_eq!(data["threshold"], 100);
+    assert_eq!(data["severity"], "critical");
+    assert_eq!(data["amount"], "0.000001");
 
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();

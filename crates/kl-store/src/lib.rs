@@ -4,6 +4,7 @@
 
 mod accepted;
 mod invocations;
+mod metering;
 mod migrations;
 mod queue;
 mod records;
@@ -23,6 +24,7 @@ use thiserror::Error;
 
 pub use accepted::EventId;
 pub use invocations::{InvocationOutcome, InvocationRecord, InvocationStatus};
+pub use metering::{InstanceCheckpoint, MeterWrite, Notified};
 pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "tenancy", include_str!("../migrations/0002_tenancy.sql")),
     (3, "events", include_str!("../migrations/0003_events.sql")),
     (4, "eventing", include_str!("../migrations/0004_eventing.sql")),
+    (5, "metering", include_str!("../migrations/0005_metering.sql")),
 ];
 
 pub(crate) fn migrator() -> Migrator {

@@ -57,6 +57,9 @@ pub enum Command {
     Access(AccessCommand),
     #[command(flatten)]
     Eventing(EventingCommand),
+    /// Chargeback: what tenants and functions used and cost.
+    #[command(subcommand)]
+    Cost(CostCommand),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +118,17 @@ pub struct ServerArgs {
     /// Event deliveries and async invocations running at once.
     #[arg(long = "dispatch-concurrency", default_value_t = 32)]
     pub dispatch_concurrency: usize,
+    /// Rates and currency for cost reports, a YAML or JSON file (`cpuCoreHour`,
+    /// `memoryGbHour`, `invocationPerMillion`, `invocationGbSecond`, `buildMinute`,
+    /// `storageGbMonth`, `currency`); absent fields take the defaults.
+    #[arg(long)]
+    pub rates: Option<PathBuf>,
+    /// How often instances' cgroups are read and usage is stored.
+    #[arg(long = "meter-interval", default_value = "10s", value_parser = parse_duration)]
+    pub meter_interval: std::time::Duration,
+    /// How long per-minute usage is kept.
+    #[arg(long = "usage-retention", default_value = "400d", value_parser = parse_duration)]
+    pub usage_retention: std::time::Duration,
 }
 
 /// `--isolation`.
@@ -315,6 +329,21 @@ pub struct TenantSpecArgs {
     /// Most builds the tenant may run at once.
     #[arg(long = "concurrent-builds")]
     pub concurrent_builds: Option<u32>,
+    /// What the tenant may spend per budget period, in the rates' currency (e.g. 250.00).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// The budget's period: day, week or month.
+    #[arg(long = "budget-period", value_parser = ["day", "week", "month"])]
+    pub budget_period: Option<String>,
+    /// Percentages of the budget that raise an alert, e.g. 50,80,100.
+    #[arg(long = "budget-thresholds", value_delimiter = ',')]
+    pub budget_thresholds: Option<Vec<u16>>,
+    /// Whether a spent budget refuses new instances (429) until the period ends.
+    #[arg(long = "budget-hard-cap")]
+    pub budget_hard_cap: Option<bool>,
+    /// An http(s) URL that receives each budget alert as JSON.
+    #[arg(long = "budget-webhook")]
+    pub budget_webhook: Option<String>,
 }
 
 /// `kl tenant create` and `kl tenant update`.
@@ -638,4 +667,69 @@ fn parse_cpu(s: &str) -> Result<u64, String> {
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     kl_core::parse_memory(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CostCommand {
+    /// Usage and cost over a window, by function, day or resource (idle capacity on its own
+    /// rows for platform roles).
+    Report(CostReportArgs),
+    /// The costliest functions (or tenants) over a window.
+    Top(CostTopArgs),
+}
+
+/// Which window a cost command covers: `--from`/`--to`, `--period`, or OpenCost's `--window`;
+/// the current month by default. Windows are UTC and half-open.
+#[derive(Debug, Args)]
+pub struct CostWindowArgs {
+    /// Only this tenant (a tenant token always sees only its own).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Start: a date (2026-11-01), an RFC 3339 time or Unix seconds; with --to.
+    #[arg(long, requires = "to", conflicts_with_all = ["period", "window"])]
+    pub from: Option<String>,
+    /// End (excluded); with --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// The current day, week (ISO, from Monday) or month.
+    #[arg(long, value_parser = ["day", "week", "month"], conflicts_with = "window")]
+    pub period: Option<String>,
+    /// OpenCost's window: today, yesterday, week, lastweek, month, lastmonth, 7d, 24h, FROM,TO.
+    #[arg(long)]
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CostFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct CostReportArgs {
+    #[command(flatten)]
+    pub window: CostWindowArgs,
+    /// Rows by: function, day, resource or tenant; comma-separated for several.
+    #[arg(long, default_value = "function")]
+    pub by: String,
+    /// Split the window: day, week, month or a duration (1h).
+    #[arg(long)]
+    pub step: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: CostFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CostTopArgs {
+    #[command(flatten)]
+    pub window: CostWindowArgs,
+    /// Rank functions or tenants.
+    #[arg(long, value_parser = ["function", "tenant"], default_value = "function")]
+    pub by: String,
+    /// How many to show.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub limit: usize,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
 }

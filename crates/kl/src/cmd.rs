@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod cost;
 pub mod deploy;
 pub mod events;
 pub mod functions;

@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Rollback(args) => cmd::functions::rollback(&client, args).await,
                 Command::Access(command) => cmd::access(&client, command).await,
                 Command::Eventing(command) => cmd::eventing(&client, command).await,
+                Command::Cost(command) => cmd::cost::cost(&client, command).await,
                 Command::Server(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }

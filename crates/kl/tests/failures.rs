@@ -256,7 +256,8 @@ async fn bad_input_is_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn every_hostile_archive_is_refused_and_nothing_escapes() {
-    let server = Server::start().await;
+    // No sandboxes made ahead: every file that appears is the uploads' doing.
+    let server = Server::start_with(&["--warm-sandboxes", "0"]).await;
     let outside = tempfile::tempdir().unwrap();
     let before = tree(server.data_dir().parent().unwrap());
     for case in kl_testkit::archives::hostile_cases(outside.path()) {

@@ -59,6 +59,11 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     config.bus = bus(&args.bus, &args.bus_prefix)?;
     config.dedupe_window = args.dedupe_window;
     config.dispatch_concurrency = args.dispatch_concurrency.max(1);
+    if let Some(path) = &args.rates {
+        config.metering.rates = rates(path)?;
+    }
+    config.metering.interval = args.meter_interval.max(Duration::from_millis(100));
+    config.metering.retention = args.usage_retention;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -80,6 +85,17 @@ fn bus(url: &str, prefix: &str) -> Result<Bus> {
 }
 
 /// The runtime isolation `--isolation` asks for.
+/// Reads `--rates`: YAML (JSON is YAML too), checked.
+fn rates(path: &Path) -> Result<kl_core::RateCard> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --rates {}", path.display()))?;
+    let rates: kl_core::Rates = serde_yaml::from_str(&text)
+        .with_context(|| format!("--rates {} is not a rates file", path.display()))?;
+    rates
+        .validate()
+        .with_context(|| format!("--rates {}", path.display()))
+}
+
 fn isolation(mode: IsolationMode, warm_sandboxes: usize) -> Result<Isolation> {
     let sandbox = || -> Result<Isolation> {
         let jailer = std::env::current_exe().context("cannot locate the kl binary, the sandbox's jailer")?;
@@ -258,4 +274,29 @@ async fn installed(program: &str, probe: &str) -> bool {
         .output()
         .await
         .is_ok_and(|o| o.status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_files_override_the_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.yaml");
+        std::fs::write(&path, "currency: EUR\ncpuCoreHour: 0.05\n").unwrap();
+        let card = rates(&path).unwrap();
+        assert_eq!(card.currency(), "EUR");
+        assert_eq!(card.pico_per_unit(kl_core::Resource::Cpu), 50_000_000_000);
+        assert_eq!(
+            card.pico_per_unit(kl_core::Resource::Requests),
+            200_000_000_000,
+            "absent rates keep the default"
+        );
+        std::fs::write(&path, "cpuCoreHour: -1\n").unwrap();
+        let refused = rates(&path).unwrap_err();
+        assert!(format!("{refused:#}").contains("cpuCoreHour"), "{refused:#}");
+        std::fs::write(&path, "cpuCoreHours: 1\n").unwrap();
+        assert!(rates(&path).is_err(), "a misspelt rate is refused");
+    }
 }

@@ -62,6 +62,18 @@ fn spec_from_args(args: &TenantSpecArgs, name: &str, base: Option<&Value>) -> Re
     if let Some(n) = args.concurrent_builds {
         merge(&mut written, &json!({"quotas": {"concurrentBuilds": n}}));
     }
+    let budget = [
+        ("amount", args.budget.as_ref().map(|a| json!(a))),
+        ("period", args.budget_period.as_ref().map(|p| json!(p))),
+        ("thresholds", args.budget_thresholds.as_ref().map(|t| json!(t))),
+        ("hardCap", args.budget_hard_cap.map(|c| json!(c))),
+        ("webhook", args.budget_webhook.as_ref().map(|w| json!(w))),
+    ];
+    for (field, value) in budget {
+        if let Some(value) = value {
+            merge(&mut written, &json!({"budget": {field: value}}));
+        }
+    }
     tenant_spec(&written, &format!("tenant {name}"))
 }
 
