@@ -274,9 +274,9 @@ async fn build_and_promote(
         .function(&rev.tenant, &rev.function)
         .await
         .map_err(|_| "the function was deleted during the build".to_owned())?;
-    let serve = !current
+    let serve = current
         .serving_revision
-        .is_some_and(|serving| serving > rev.number);
+        .is_none_or(|serving| serving <= rev.number);
     // Routed before the store says "ready": whoever sees it ready (`kl deploy` polls for it)
     // and calls at once must reach this revision, not the one it replaces.
     if serve {
