@@ -892,28 +892,23 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
     );
 
     // Refused at ingress: a source that is not there, another tenant's, a viewer.
-    let missing = server
-        .kl(&[
-            "events",
-            "send",
-            "--type",
-            "io.knative.lambda.command.build.start",
-            "--data",
-            "{\"functionName\": \"x\", \"source\": \"uploads/default/nope.tgz\"}",
-        ])
-        .await;
-    assert!(text(&missing).contains("SourceNotFound"), "{}", text(&missing));
-    let foreign = server
-        .kl(&[
-            "events",
-            "send",
-            "--type",
-            "io.knative.lambda.command.build.start",
-            "--data",
-            "{\"functionName\": \"x\", \"source\": \"uploads/other/built.tar.gz\"}",
-        ])
-        .await;
-    assert!(text(&foreign).contains("InvalidCommand"), "{}", text(&foreign));
+    for (source, code) in [
+        ("uploads/default/nope.tgz", "SourceNotFound"),
+        ("uploads/other/built.tar.gz", "InvalidCommand"),
+    ] {
+        let data = json!({"functionName": "x", "source": source}).to_string();
+        let refused = server
+            .kl(&[
+                "events",
+                "send",
+                "--type",
+                "io.knative.lambda.command.build.start",
+                "--data",
+                &data,
+            ])
+            .await;
+        assert!(text(&refused).contains(code), "{source}: {}", text(&refused));
+    }
     let viewer = ok(
         &server,
         &["token", "create", "--role", "viewer", "--tenant", "default", "-q"],
