@@ -95,6 +95,12 @@ pub enum Action {
     ManageTriggers,
     /// Read triggers, dead letters, async invocation results, and follow the event stream.
     ReadEvents,
+    /// Create, replace and delete a tenant's secrets (values go in, never out).
+    ManageSecrets,
+    /// List a tenant's secrets: names, keys, versions, never values.
+    ReadSecrets,
+    /// Re-encrypt every secret under a new platform key.
+    RotateSecretsKey,
 }
 
 impl Action {
@@ -109,6 +115,7 @@ impl Action {
                 | Action::ReadFunctions
                 | Action::ReadLogs
                 | Action::ReadEvents
+                | Action::ReadSecrets
         )
     }
 
@@ -116,7 +123,10 @@ impl Action {
     fn is_platform(self) -> bool {
         matches!(
             self,
-            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit
+            Action::ManageTenants
+                | Action::ReadAllTenants
+                | Action::ReadAudit
+                | Action::RotateSecretsKey
         )
     }
 
@@ -136,6 +146,9 @@ impl Action {
             Action::PublishEvents => "publish events",
             Action::ManageTriggers => "manage triggers",
             Action::ReadEvents => "read events",
+            Action::ManageSecrets => "manage secrets",
+            Action::ReadSecrets => "read secrets",
+            Action::RotateSecretsKey => "rotate the secrets key",
         }
     }
 }
@@ -192,7 +205,7 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
 mod tests {
     use super::*;
 
-    const TENANT_ACTIONS: [Action; 10] = [
+    const TENANT_ACTIONS: [Action; 12] = [
         Action::ReadTenant,
         Action::ManageTokens,
         Action::Deploy,
@@ -203,6 +216,8 @@ mod tests {
         Action::PublishEvents,
         Action::ManageTriggers,
         Action::ReadEvents,
+        Action::ManageSecrets,
+        Action::ReadSecrets,
     ];
 
     #[test]
@@ -210,11 +225,11 @@ mod tests {
         use Decision::{Allow as A, Forbidden as F};
         // Columns follow TENANT_ACTIONS.
         let expected = [
-            (Role::Admin, [A, A, A, A, A, A, A, A, A, A]),
-            (Role::Operator, [A, F, F, A, F, F, A, F, F, A]),
-            (Role::TenantAdmin, [A, A, A, A, A, A, A, A, A, A]),
-            (Role::Developer, [A, F, A, A, A, A, A, A, A, A]),
-            (Role::Viewer, [A, F, F, A, F, F, A, F, F, A]),
+            (Role::Admin, [A, A, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Operator, [A, F, F, A, F, F, A, F, F, A, F, A]),
+            (Role::TenantAdmin, [A, A, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Developer, [A, F, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Viewer, [A, F, F, A, F, F, A, F, F, A, F, A]),
         ];
         for (role, row) in expected {
             let own = (!role.is_platform()).then_some("acme");
@@ -246,7 +261,12 @@ mod tests {
 
     #[test]
     fn platform_actions_belong_to_platform_roles() {
-        for action in [Action::ManageTenants, Action::ReadAllTenants, Action::ReadAudit] {
+        for action in [
+            Action::ManageTenants,
+            Action::ReadAllTenants,
+            Action::ReadAudit,
+            Action::RotateSecretsKey,
+        ] {
             assert_eq!(authorize(Role::Admin, None, action, None), Decision::Allow);
             for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
                 assert_eq!(authorize(role, Some("acme"), action, None), Decision::Forbidden);

@@ -13,6 +13,7 @@ pub mod name;
 pub mod quantity;
 pub mod rates;
 pub mod scheduling;
+pub mod secret;
 pub mod spec;
 pub mod tenant;
 pub mod usage;
@@ -37,7 +38,7 @@ pub use metering::{
     meter_invocation,
 };
 pub use money::{Money, MoneyError};
-pub use name::{NameError, validate_function_name, validate_tenant_name};
+pub use name::{NameError, validate_function_name, validate_secret_name, validate_tenant_name};
 pub use quantity::{
     ByteQuantity, CpuQuantity, QuantityError, format_cpu, format_duration, format_memory, parse_cpu,
     parse_duration, parse_memory,
@@ -47,6 +48,7 @@ pub use scheduling::{
     Admission, NoCapacity, PriorityClass, PriorityError, Request, Resources, Running, drf_order,
     plan_admission, usage_by_tenant,
 };
+pub use secret::{SecretError, SecretKeyRef, SecretLimits, SecretUse, check_secret};
 pub use spec::{FunctionSettings, FunctionSpec, Runtime, SpecError, SpecLimits};
 pub use tenant::{InstanceLimits, LimitsError, Quota, QuotaExceeded, Quotas, RateSpec, TenantSpec, admit};
 pub use usage::{BucketKey, BucketMismatch, Minute, Resource, Usage, UsageBucket, compact};
