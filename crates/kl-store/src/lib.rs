@@ -8,6 +8,8 @@ mod metering;
 mod migrations;
 mod queue;
 mod records;
+mod revision_copy;
+mod secrets;
 mod triggers;
 
 use std::path::Path;
@@ -29,6 +31,7 @@ pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
 };
+pub use secrets::{SealedValue, SecretRecord, StoredValue};
 pub use triggers::TriggerRecord;
 
 /// What can go wrong talking to the store.

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "events", include_str!("../migrations/0003_events.sql")),
     (4, "eventing", include_str!("../migrations/0004_eventing.sql")),
     (5, "metering", include_str!("../migrations/0005_metering.sql")),
+    (6, "secrets", include_str!("../migrations/0006_secrets.sql")),
 ];
 
 pub(crate) fn migrator() -> Migrator {
