@@ -1,11 +1,14 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
 mod events;
+mod secrets;
 
 pub use events::{
     CreateTrigger, DeadLetterList, DeadLetterView, EventsAccepted, InvocationAccepted, InvocationState,
     InvocationView, Rollback, ServingChanged, TriggerList, TriggerView, Uploaded,
 };
+
+pub use secrets::{KeyRotated, PutSecret, SecretList, SecretSet, SecretView};
 
 use chrono::{DateTime, Utc};
 use kl_core::{ByteQuantity, CpuQuantity, FunctionSpec, Role, Runtime, TenantSpec};

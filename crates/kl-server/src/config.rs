@@ -52,6 +52,21 @@ pub struct ServerConfig {
     pub dispatch_concurrency: usize,
     /// Metering and cost: rates, the sampling period, retention.
     pub metering: MeteringConfig,
+    /// What one secret may hold, and how many a tenant keeps.
+    pub secret_limits: kl_core::SecretLimits,
+    /// The secrets keys (`KL_SECRETS_KEY`: base64, comma-separated, current first); without
+    /// them, the key file `DATA_DIR/secrets.key`.
+    pub secrets_key: Option<SecretsKeyText>,
+}
+
+/// Secrets keys as given; `Debug` never shows them.
+#[derive(Clone)]
+pub struct SecretsKeyText(pub String);
+
+impl std::fmt::Debug for SecretsKeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKeyText(<redacted>)")
+    }
 }
 
 /// The durable queue under eventing.
@@ -119,6 +134,8 @@ impl ServerConfig {
             dedupe_window: Duration::from_secs(24 * 3600),
             dispatch_concurrency: 32,
             metering: MeteringConfig::default(),
+            secret_limits: kl_core::SecretLimits::default(),
+            secrets_key: None,
         }
     }
 }
@@ -157,6 +174,9 @@ impl Layout {
     }
     pub fn objects(&self) -> PathBuf {
         self.root.join("objects")
+    }
+    pub fn secrets_key(&self) -> PathBuf {
+        self.root.join("secrets.key")
     }
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin.token")

@@ -77,7 +77,8 @@ pub(crate) async fn deploy_archive(
     unpack(state, archive.clone(), &staging).await?;
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
-    state.builder.resolve(&root, &settings, &limits)?;
+    let spec = state.builder.resolve(&root, &settings, &limits)?;
+    crate::secrets::check_uses(state, tenant, &spec.secrets).await?;
     // Hard quotas before the build slot, so a deploy that cannot succeed answers 403, not 429.
     // (The store admits them again, atomically, when it creates the revision.)
     if state.store.function(tenant, function).await.is_err() {
@@ -355,6 +356,14 @@ pub(crate) async fn target(
             .map_err(|e| format!("{}: {e}", parent.display()))?;
     }
     let tenant = state.store.tenant(&rev.tenant).await.map_err(|e| e.to_string())?;
+    let secrets = (!spec.secrets.is_empty()).then(|| {
+        Arc::new(crate::secrets::RevisionSecrets {
+            store: state.store.clone(),
+            vault: state.vault.clone(),
+            tenant: rev.tenant.clone(),
+            uses: spec.secrets.clone(),
+        }) as Arc<dyn kl_runtime::SecretSource>
+    });
     Ok(RevisionTarget {
         tenant: rev.tenant.clone(),
         function: rev.function.clone(),
@@ -364,6 +373,7 @@ pub(crate) async fn target(
         log_path,
         uid: tenant.uid,
         egress_socket: state.egress.socket(&rev.tenant),
+        secrets,
     })
 }
 

@@ -14,6 +14,7 @@ mod functions;
 mod invoke;
 mod logs;
 mod quota;
+mod secrets;
 mod state;
 mod tenants;
 mod uploads;
@@ -33,7 +34,7 @@ use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::{Bus, MeteringConfig, ServerConfig};
+pub use config::{Bus, MeteringConfig, SecretsKeyText, ServerConfig};
 use state::AppState;
 
 /// Why the server could not start.
@@ -50,6 +51,9 @@ pub enum ServerError {
     Objects(#[from] object_store::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    /// The secrets key is missing, malformed, too widely readable, or does not open a value.
+    #[error("secrets key: {0}")]
+    SecretsKey(String),
     #[error("cannot create the admin token: {0}")]
     Bootstrap(String),
     #[error("server error: {0}")]
@@ -88,6 +92,11 @@ impl Server {
             absolute(dir)?;
         }
         let store = Store::open_sqlite(&layout.db()).await?;
+        let vault = secrets::Vault::open(
+            config.secrets_key.as_ref().map(|k| k.0.as_str()),
+            &layout.secrets_key(),
+        )?;
+        secrets::reencrypt(&store, &vault).await?;
         store.ensure_tenant("default").await?;
         auth::bootstrap_admin(&store, &layout.admin_token())
             .await
@@ -167,6 +176,7 @@ impl Server {
             builds: build_slots::BuildSlots::new(config.build_concurrency),
             promote: tokio::sync::Mutex::new(()),
             tenant_builds: quota::TenantBuilds::default(),
+            vault: Arc::new(vault),
             layout,
             config,
         });
@@ -263,6 +273,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
         .route(&format!("{fns}/{{function}}/rollback"), post(deploy::rollback))
         .route(&format!("{tenant}/uploads/{{name}}"), put(uploads::put_upload))
+        .route(&format!("{tenant}/secrets"), get(secrets::list))
+        .route(
+            &format!("{tenant}/secrets/{{name}}"),
+            put(secrets::put).delete(secrets::delete),
+        )
+        .route("/v1/admin/rotate-secrets-key", post(secrets::rotate_key))
         .route("/v1/events", post(events::ingest_own))
         .route(&format!("{tenant}/events"), post(events::ingest))
         .route(&format!("{tenant}/events/stream"), get(events::follow))
