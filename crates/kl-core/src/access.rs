@@ -123,10 +123,7 @@ impl Action {
     fn is_platform(self) -> bool {
         matches!(
             self,
-            Action::ManageTenants
-                | Action::ReadAllTenants
-                | Action::ReadAudit
-                | Action::RotateSecretsKey
+            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit | Action::RotateSecretsKey
         )
     }
 

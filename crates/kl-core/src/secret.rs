@@ -16,6 +16,9 @@ pub const SECRETS_MOUNT: &str = "/var/run/secrets/kl";
 /// The environment variable that tells a function where its secret files are (the mount in a
 /// sandbox, a private folder of the instance without isolation).
 pub const SECRETS_DIR_ENV: &str = "KL_SECRETS_DIR";
+/// The environment variable that may give the platform's secrets keys to `kl server`; no
+/// process the server starts inherits it.
+pub const SECRETS_KEY_ENV: &str = "KL_SECRETS_KEY";
 /// Longest key name.
 pub const MAX_KEY_NAME: usize = 128;
 
@@ -88,7 +91,9 @@ pub fn check_secret(
 ) -> Result<(), SecretError> {
     validate_secret_name(name)?;
     if data.is_empty() {
-        return Err(SecretError::Empty { name: name.to_owned() });
+        return Err(SecretError::Empty {
+            name: name.to_owned(),
+        });
     }
     if data.len() > limits.max_keys {
         return Err(SecretError::TooManyKeys {
@@ -269,7 +274,10 @@ mod tests {
             check("db", &[("A", "1234"), ("B", "123")]),
             Err(SecretError::SecretTooLarge { bytes: 7, .. })
         ));
-        assert!(matches!(check("db", &[("A", "a\0b")]), Err(SecretError::NulByte { .. })));
+        assert!(matches!(
+            check("db", &[("A", "a\0b")]),
+            Err(SecretError::NulByte { .. })
+        ));
     }
 
     #[test]

@@ -195,6 +195,12 @@ pub struct DeployArgs {
     /// Allow invocation without a token.
     #[arg(long)]
     pub public: bool,
+    /// Mount a secret's keys as read-only files ($KL_SECRETS_DIR/NAME/KEY); repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Environment variable from a secret key, VAR=NAME.KEY; repeatable.
+    #[arg(long = "secret-env", value_parser = parse_secret_env)]
+    pub secret_env: Vec<(String, kl_core::SecretKeyRef)>,
     /// Return once the upload is accepted, without waiting for the build.
     #[arg(long = "no-wait")]
     pub no_wait: bool,
@@ -300,6 +306,56 @@ pub enum AccessCommand {
     /// Print an object as a spec file that `kl apply -f` takes back unchanged.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Set, list and delete a tenant's secrets (values go in, never come back out).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Platform administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret with all its keys (functions using it roll a new revision).
+    Set(SecretSetArgs),
+    /// List secrets: names, keys, versions, times (never values).
+    Ls(SecretLsArgs),
+    /// Delete a secret no function uses.
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    pub name: String,
+    /// KEY=VALUE pairs (visible to other local users in the process list: prefer --from-file).
+    /// Parsed by the command, not by clap, whose errors repeat the argument.
+    pub values: Vec<String>,
+    /// KEY=PATH: the key's value is the file's contents (UTF-8); repeatable.
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretLsArgs {
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretRmArgs {
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a new secrets key current and re-encrypt every secret under it.
+    RotateKey(OutputArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -653,6 +709,25 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+/// `KEY=VALUE`; the error never repeats the argument, which may be a secret value.
+fn parse_secret_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| {
+            "expected KEY=VALUE (or KEY=PATH with --from-file): the argument has no '='".to_owned()
+        })
+}
+
+fn parse_secret_env(s: &str) -> Result<(String, kl_core::SecretKeyRef), String> {
+    let (var, from) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected VAR=NAME.KEY, got {s:?}"))?;
+    Ok((
+        var.to_owned(),
+        from.parse().map_err(|e: kl_core::SecretError| e.to_string())?,
+    ))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
+pub mod secret;
 pub mod server;
 pub mod spec;
 pub mod tenant;
@@ -25,6 +26,8 @@ pub async fn access(client: &Client, command: AccessCommand) -> anyhow::Result<(
         AccessCommand::Audit(args) => audit::audit(client, args).await,
         AccessCommand::Apply(args) => apply::apply(client, args).await,
         AccessCommand::Export(command) => apply::export(client, command).await,
+        AccessCommand::Secret(command) => secret::secret(client, command).await,
+        AccessCommand::Admin(command) => secret::admin(client, command).await,
     }
 }
 

@@ -37,6 +37,8 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         priority: args.priority,
         min_scale: args.min_scale,
         autoscaling: None,
+        secrets: args.secrets.clone(),
+        secret_env: args.secret_env.iter().cloned().collect(),
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     progress.status(&format!(

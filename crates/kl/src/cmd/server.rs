@@ -64,6 +64,9 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     }
     config.metering.interval = args.meter_interval.max(Duration::from_millis(100));
     config.metering.retention = args.usage_retention;
+    config.secrets_key = std::env::var(kl_core::secret::SECRETS_KEY_ENV)
+        .ok()
+        .map(kl_server::SecretsKeyText);
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -209,6 +212,8 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             max_scale: None,
             min_scale: None,
             public: false,
+            secrets: Vec::new(),
+            secret_env: Vec::new(),
             no_wait: false,
         };
         let rev = match deploy::deploy(client, args).await {
