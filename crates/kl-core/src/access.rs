@@ -101,6 +101,8 @@ pub enum Action {
     ReadSecrets,
     /// Re-encrypt every secret under a new platform key.
     RotateSecretsKey,
+    /// Create and delete a tenant's environments (shares of its quotas).
+    ManageEnvironments,
 }
 
 impl Action {
@@ -146,6 +148,7 @@ impl Action {
             Action::ManageSecrets => "manage secrets",
             Action::ReadSecrets => "read secrets",
             Action::RotateSecretsKey => "rotate the secrets key",
+            Action::ManageEnvironments => "manage environments",
         }
     }
 }
@@ -184,7 +187,10 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
     if own_tenant.is_none() || target != own_tenant {
         return Decision::NotFound;
     }
-    let members = matches!(action, Action::ManageTokens | Action::ReadTokens);
+    let members = matches!(
+        action,
+        Action::ManageTokens | Action::ReadTokens | Action::ManageEnvironments
+    );
     let allowed = match role {
         Role::TenantAdmin => true,
         Role::Developer => !members,
@@ -290,6 +296,19 @@ mod tests {
         assert_eq!(read(Role::TenantAdmin), Decision::Allow);
         assert_eq!(read(Role::Developer), Decision::Forbidden);
         assert_eq!(read(Role::Viewer), Decision::Forbidden);
+    }
+
+    #[test]
+    fn only_tenant_admins_manage_environments() {
+        let manage = |role: Role| {
+            let own = (!role.is_platform()).then_some("acme");
+            authorize(role, own, Action::ManageEnvironments, Some("acme"))
+        };
+        assert_eq!(manage(Role::Admin), Decision::Allow);
+        assert_eq!(manage(Role::TenantAdmin), Decision::Allow);
+        for role in [Role::Operator, Role::Developer, Role::Viewer] {
+            assert_eq!(manage(role), Decision::Forbidden, "{role}");
+        }
     }
 
     #[test]

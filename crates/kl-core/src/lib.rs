@@ -6,6 +6,7 @@ pub mod billing_window;
 pub mod budget;
 pub mod cost;
 pub mod cost_report;
+pub mod environment;
 pub mod launch;
 pub mod metering;
 pub mod money;
@@ -32,6 +33,7 @@ pub use cost::{CostError, Costs, IdleSplit, capacity_usage, split_idle};
 pub use cost_report::{
     CapacitySpan, Dimension, Quantities, Report, ReportError, ReportRequest, ReportRow, report,
 };
+pub use environment::{EnvironmentError, EnvironmentSpec, environment_spec, environment_tenant};
 pub use launch::Launch;
 pub use metering::{
     CgroupReading, InstanceMeter, Metered, Skipped, StorageMeter, StoredBytes, billed_ms, meter_build,

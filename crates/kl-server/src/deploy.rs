@@ -342,6 +342,28 @@ async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &s
     }
 }
 
+/// Makes a copied revision use the built artifact of the revision it copies: its artifact
+/// folder is a link to that one's (resolved, so links never chain).
+pub(crate) async fn link_artifact(
+    state: &AppState,
+    (tenant, function, number): (&str, &str, i64),
+    to: (&str, &str, i64),
+) -> Result<(), String> {
+    let source = tokio::fs::canonicalize(state.layout.artifact(tenant, function, number))
+        .await
+        .map_err(|e| format!("the artifact of {} is gone: {e}", revision_name(function, number)))?;
+    let link = state.layout.artifact(to.0, to.1, to.2);
+    if let Some(parent) = link.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let _ = tokio::fs::remove_file(&link).await;
+    tokio::fs::symlink(&source, &link)
+        .await
+        .map_err(|e| format!("cannot link {}: {e}", link.display()))
+}
+
 /// The gateway's view of a revision.
 pub(crate) async fn target(
     state: &AppState,

@@ -8,6 +8,7 @@ mod build_slots;
 mod config;
 mod cost;
 mod deploy;
+mod environments;
 mod error;
 mod events;
 mod functions;
@@ -272,6 +273,18 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
         .route(&format!("{fns}/{{function}}/rollback"), post(deploy::rollback))
+        .route(
+            &format!("{fns}/{{function}}/promote"),
+            post(environments::promote),
+        )
+        .route(
+            &format!("{tenant}/environments"),
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            &format!("{tenant}/environments/{{name}}"),
+            axum::routing::delete(environments::delete),
+        )
         .route(&format!("{tenant}/uploads/{{name}}"), put(uploads::put_upload))
         .route(&format!("{tenant}/secrets"), get(secrets::list))
         .route(

@@ -285,8 +285,17 @@ async fn roll(
 ) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let (mut rolled, mut failed) = (Vec::new(), Vec::new());
     for (function, serving) in users(state, tenant, name).await? {
-        let copy = state.store.copy_revision(tenant, &function, serving).await?;
-        let linked = link_artifact(state, tenant, &function, serving, copy.number).await;
+        let at = kl_store::RevisionAt {
+            tenant,
+            function: &function,
+        };
+        let copy = state.store.copy_revision(at, serving, at, None).await?;
+        let linked = crate::deploy::link_artifact(
+            state,
+            (tenant, &function, serving),
+            (tenant, &function, copy.number),
+        )
+        .await;
         let served = match linked {
             Ok(()) => crate::deploy::serve_revision(state, tenant, &function, Some(copy.number))
                 .await
@@ -303,24 +312,6 @@ async fn roll(
         }
     }
     Ok((rolled, failed))
-}
-
-/// Makes revision `to` use revision `from`'s built artifact (a link to its folder).
-async fn link_artifact(
-    state: &AppState,
-    tenant: &str,
-    function: &str,
-    from: i64,
-    to: i64,
-) -> Result<(), String> {
-    let source = tokio::fs::canonicalize(state.layout.artifact(tenant, function, from))
-        .await
-        .map_err(|e| format!("the artifact of revision {from} is gone: {e}"))?;
-    let link = state.layout.artifact(tenant, function, to);
-    let _ = tokio::fs::remove_file(&link).await;
-    tokio::fs::symlink(&source, &link)
-        .await
-        .map_err(|e| format!("cannot link {}: {e}", link.display()))
 }
 
 /// Refuses (422) a function that uses a secret, or a key of one, the tenant does not have.

@@ -3,6 +3,7 @@
 //! desired state lives here; reconcilers read it back on start.
 
 mod accepted;
+mod environments;
 mod invocations;
 mod metering;
 mod migrations;
@@ -25,12 +26,14 @@ use sqlx::sqlite::{
 use thiserror::Error;
 
 pub use accepted::EventId;
+pub use environments::EnvironmentRecord;
 pub use invocations::{InvocationOutcome, InvocationRecord, InvocationStatus};
 pub use metering::{InstanceCheckpoint, MeterWrite, Notified};
 pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
 };
+pub use revision_copy::RevisionAt;
 pub use secrets::{SealedValue, SecretRecord, StoredValue};
 pub use triggers::TriggerRecord;
 

@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "eventing", include_str!("../migrations/0004_eventing.sql")),
     (5, "metering", include_str!("../migrations/0005_metering.sql")),
     (6, "secrets", include_str!("../migrations/0006_secrets.sql")),
+    (
+        7,
+        "environments",
+        include_str!("../migrations/0007_environments.sql"),
+    ),
 ];
 
 pub(crate) fn migrator() -> Migrator {

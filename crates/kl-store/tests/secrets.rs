@@ -1,7 +1,9 @@
 //! The secrets tables and revision copies, on a fresh database per test.
 
-use kl_core::{FunctionSettings, FunctionSpec, Quota, Runtime, SpecLimits};
-use kl_store::{RevisionStatus, SealedValue, Store, StoreError};
+use kl_core::{
+    EnvironmentSpec, FunctionSettings, FunctionSpec, Quota, Quotas, Runtime, SpecLimits, TenantSpec,
+};
+use kl_store::{RevisionAt, RevisionStatus, SealedValue, Store, StoreError};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -147,15 +149,19 @@ async fn a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage()
         .create_revision("acme", "f", &settings, "src/key", "d1", 100)
         .await
         .unwrap();
+    let f = RevisionAt {
+        tenant: "acme",
+        function: "f",
+    };
     assert!(matches!(
-        store.copy_revision("acme", "f", first.number).await,
+        store.copy_revision(f, first.number, f, None).await,
         Err(StoreError::Conflict(_))
     ));
     store
         .finish_revision("acme", "f", first.number, Ok((&spec, "art1")), 5)
         .await
         .unwrap();
-    let copy = store.copy_revision("acme", "f", first.number).await.unwrap();
+    let copy = store.copy_revision(f, first.number, f, None).await.unwrap();
     assert_eq!(copy.number, first.number + 1);
     assert_eq!(copy.status, RevisionStatus::Ready);
     assert_eq!(copy.artifact_digest.as_deref(), Some("art1"));
@@ -163,7 +169,88 @@ async fn a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage()
     assert_eq!(copy.source_key, "src/key");
     assert_eq!(store.stored_bytes("acme").await.unwrap(), 100);
     assert!(matches!(
-        store.copy_revision("acme", "f", 99).await,
+        store.copy_revision(f, 99, f, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Into another tenant: admitted against its quotas, counting the shared source there.
+    let spec_of = |functions: u32| TenantSpec {
+        quotas: Quotas {
+            functions,
+            ..Quotas::default()
+        },
+        ..TenantSpec::default()
+    };
+    store.create_tenant("full", &spec_of(0)).await.unwrap();
+    let full = RevisionAt {
+        tenant: "full",
+        function: "f",
+    };
+    let refused = store.copy_revision(f, first.number, full, None).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Quota(q)) if q.quota == Quota::Functions),
+        "{refused:?}"
+    );
+    store.create_tenant("prod", &spec_of(1)).await.unwrap();
+    let prod = RevisionAt {
+        tenant: "prod",
+        function: "f",
+    };
+    let promoted = store.copy_revision(f, first.number, prod, None).await.unwrap();
+    assert_eq!((promoted.tenant.as_str(), promoted.number), ("prod", 1));
+    assert_eq!(promoted.artifact_digest.as_deref(), Some("art1"));
+    assert_eq!(store.stored_bytes("prod").await.unwrap(), 100);
+}
+
+#[tokio::test]
+async fn environments_share_at_most_the_whole_tenant_and_go_with_their_tenant() {
+    let (_dir, store) = store().await;
+    let env = |share| EnvironmentSpec {
+        share,
+        priority: None,
+    };
+    let made = store
+        .create_environment("acme", "prod", &env(60), "acme-prod", &TenantSpec::default())
+        .await
+        .unwrap();
+    assert_eq!(made.env_tenant, "acme-prod");
+    assert!(store.tenant_exists("acme-prod").await.unwrap());
+    let over = store
+        .create_environment("acme", "dev", &env(41), "acme-dev", &TenantSpec::default())
+        .await;
+    assert!(
+        matches!(&over, Err(StoreError::Conflict(m)) if m.contains("exceed 100%")),
+        "{over:?}"
+    );
+    assert!(
+        !store.tenant_exists("acme-dev").await.unwrap(),
+        "a refusal creates nothing"
+    );
+    let again = store
+        .create_environment("acme", "prod", &env(10), "acme-prod", &TenantSpec::default())
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    store
+        .create_environment("acme", "dev", &env(40), "acme-dev", &TenantSpec::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = store
+        .environments("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["dev", "prod"]);
+    assert_eq!(
+        store.environment_owner("acme-dev").await.unwrap().as_deref(),
+        Some("acme")
+    );
+    assert_eq!(store.environment_owner("acme").await.unwrap(), None);
+    store.delete_environment("acme", "dev").await.unwrap();
+    assert!(!store.tenant_exists("acme-dev").await.unwrap());
+    assert!(matches!(
+        store.delete_environment("acme", "dev").await,
         Err(StoreError::NotFound(_))
     ));
 }

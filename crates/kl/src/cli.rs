@@ -201,6 +201,9 @@ pub struct DeployArgs {
     /// Environment variable from a secret key, VAR=NAME.KEY; repeatable.
     #[arg(long = "secret-env", value_parser = parse_secret_env)]
     pub secret_env: Vec<(String, kl_core::SecretKeyRef)>,
+    /// Deploy to this environment of the tenant (its tenant TENANT-ENV).
+    #[arg(long = "env-name")]
+    pub env_name: Option<String>,
     /// Return once the upload is accepted, without waiting for the build.
     #[arg(long = "no-wait")]
     pub no_wait: bool,
@@ -312,6 +315,45 @@ pub enum AccessCommand {
     /// Platform administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Create, list and delete a tenant's environments (shares of its quotas).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Serve the exact revision serving in one environment in another (no build).
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment, run as tenant TENANT-NAME.
+    Create(EnvCreateArgs),
+    /// List environments with their shares.
+    Ls(SecretLsArgs),
+    /// Delete an environment without functions.
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCreateArgs {
+    pub name: String,
+    /// Percent of each of the tenant's quotas (shares sum to at most 100).
+    #[arg(long)]
+    pub share: u8,
+    /// Priority class, at most the tenant's (default: the tenant's).
+    #[arg(long)]
+    pub priority: Option<kl_core::PriorityClass>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub function: String,
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub to: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
 }
 
 #[derive(Debug, Subcommand)]

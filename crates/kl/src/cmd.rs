@@ -4,6 +4,7 @@ pub mod apply;
 pub mod audit;
 pub mod cost;
 pub mod deploy;
+pub mod env;
 pub mod events;
 pub mod functions;
 pub mod invoke;
@@ -28,6 +29,8 @@ pub async fn access(client: &Client, command: AccessCommand) -> anyhow::Result<(
         AccessCommand::Export(command) => apply::export(client, command).await,
         AccessCommand::Secret(command) => secret::secret(client, command).await,
         AccessCommand::Admin(command) => secret::admin(client, command).await,
+        AccessCommand::Env(command) => env::env(client, command).await,
+        AccessCommand::Promote(args) => env::promote(client, args).await,
     }
 }
 

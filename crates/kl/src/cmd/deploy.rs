@@ -46,7 +46,11 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         archive.len().div_ceil(1024)
     ));
     let started = Instant::now();
-    let fn_path = format!("/v1/tenants/{}/functions/{name}", args.tenant);
+    let tenant = match &args.env_name {
+        Some(env) => kl_core::environment_tenant(&args.tenant, env)?,
+        None => args.tenant.clone(),
+    };
+    let fn_path = format!("/v1/tenants/{tenant}/functions/{name}");
     let request = client
         .request(Method::PUT, &format!("{fn_path}/source"))
         .query(&[("options", serde_json::to_string(&options)?)])
@@ -70,7 +74,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
                 rev.name,
                 millis(started.elapsed().as_millis() as u64)
             );
-            println!("  url: {}/fn/{}/{name}", client.base(), args.tenant);
+            println!("  url: {}/fn/{tenant}/{name}", client.base());
             Ok(Some(rev))
         }
         _ => {

@@ -214,6 +214,7 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             public: false,
             secrets: Vec::new(),
             secret_env: Vec::new(),
+            env_name: None,
             no_wait: false,
         };
         let rev = match deploy::deploy(client, args).await {
