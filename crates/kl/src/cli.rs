@@ -753,15 +753,6 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
 }
 
-/// `KEY=VALUE`; the error never repeats the argument, which may be a secret value.
-fn parse_secret_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| {
-            "expected KEY=VALUE (or KEY=PATH with --from-file): the argument has no '='".to_owned()
-        })
-}
-
 fn parse_secret_env(s: &str) -> Result<(String, kl_core::SecretKeyRef), String> {
     let (var, from) = s
         .split_once('=')
