@@ -125,6 +125,13 @@ pub(crate) async fn delete(
             "the default tenant cannot be deleted",
         ));
     }
+    if let Some(owner) = state.store.environment_owner(&tenant).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("tenant {tenant:?} is an environment of tenant {owner:?}: delete it with `kl env rm`"),
+        ));
+    }
     let environments = state.store.environments(&tenant).await?;
     if !environments.is_empty() {
         let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();

@@ -239,6 +239,11 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
     assert!(missing.contains("not found"), "{missing}");
     let in_use = fails(&server, &["env", "rm", "prod", "--tenant", "acme"]).await;
     assert!(in_use.contains("still has 1 function(s)"), "{in_use}");
+    let env_rm = fails(&server, &["tenant", "rm", "acme-dev"]).await;
+    assert!(
+        env_rm.contains("is an environment of tenant \"acme\""),
+        "{env_rm}"
+    );
     let tenant_rm = fails(&server, &["tenant", "rm", "acme"]).await;
     assert!(
         tenant_rm.contains("still has environment(s) dev, prod"),
