@@ -419,3 +419,73 @@ impl SecretSource for RevisionSecrets {
         Ok(secrets)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rotation by `KL_SECRETS_KEY=NEW,OLD`: at start every value moves under NEW, after
+    /// which NEW alone opens everything.
+    #[tokio::test]
+    async fn values_move_under_the_new_key_and_the_old_one_can_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("kl.db")).await.unwrap();
+        store.ensure_tenant("acme").await.unwrap();
+        let key_file = dir.path().join("unused.key");
+        let (old, new) = (Key::generate().to_base64(), Key::generate().to_base64());
+        let before = Vault::open(Some(&old), &key_file).unwrap();
+        let place = Place {
+            tenant: "acme",
+            secret: "db",
+            key: "PASSWORD",
+        };
+        let sealed = before.seal(place, "hunter2");
+        store.put_secret("acme", "db", &[sealed], 10).await.unwrap();
+        assert_eq!(reencrypt(&store, &before).await.unwrap(), 0, "nothing to move");
+
+        let both = Vault::open(Some(&format!("{new},{old}")), &key_file).unwrap();
+        assert_eq!(reencrypt(&store, &both).await.unwrap(), 1);
+        let after = Vault::open(Some(&new), &key_file).unwrap();
+        let stored = store.secret_values("acme", "db").await.unwrap();
+        assert_eq!(after.open_value(place, &stored[0]).unwrap(), b"hunter2");
+        assert!(
+            before.open_value(place, &stored[0]).is_err(),
+            "the old key alone no longer opens it"
+        );
+        assert!(
+            !key_file.exists(),
+            "keys from the environment never touch the key file"
+        );
+    }
+
+    /// A rotation through the key file keeps the old key until every value moved, then drops it.
+    #[tokio::test]
+    async fn a_key_file_rotation_ends_with_the_new_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("kl.db")).await.unwrap();
+        store.ensure_tenant("acme").await.unwrap();
+        let key_file = dir.path().join("secrets.key");
+        let vault = Vault::open(None, &key_file).unwrap();
+        let place = Place {
+            tenant: "acme",
+            secret: "db",
+            key: "K",
+        };
+        store
+            .put_secret("acme", "db", &[vault.seal(place, "v")], 10)
+            .await
+            .unwrap();
+        let old = vault.ring.load().current().clone();
+        let rotated = Keyring::new(vec![Key::generate(), old]);
+        keyfile::save(&key_file, &rotated).unwrap();
+        // As after a crash between writing the key file and re-encrypting: the next start finishes.
+        let restarted = Vault::open(None, &key_file).unwrap();
+        assert_eq!(restarted.ring.load().keys().len(), 2);
+        assert_eq!(reencrypt(&store, &restarted).await.unwrap(), 1);
+        let reopened = Vault::open(None, &key_file).unwrap();
+        assert_eq!(reopened.ring.load().keys().len(), 1, "the old key left the file");
+        assert_eq!(reopened.ring.load().current().id(), rotated.current().id());
+        let stored = store.secret_values("acme", "db").await.unwrap();
+        assert_eq!(reopened.open_value(place, &stored[0]).unwrap(), b"v");
+    }
+}
