@@ -153,6 +153,7 @@ fn render_all() -> Vec<Object> {
                 activation_scale: Some(2),
                 ..AutoscalerConfig::default()
             }),
+            secrets: vec!["stripe".into()],
             ..FunctionSettings::default()
         },
     );
