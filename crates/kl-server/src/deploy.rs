@@ -70,6 +70,15 @@ pub(crate) async fn deploy_archive(
 ) -> Result<DeployAccepted, ApiError> {
     validate_function_name(function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
     let (tenant_spec, limits) = state.tenant_limits(tenant).await?;
+    // Its environments hold shares of its quotas: new functions go to one of them, so that
+    // together they never hold more than the tenant.
+    if !state.store.environments(tenant).await?.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TenantHasEnvironments",
+            format!("tenant {tenant:?} has environments: deploy to one of them (kl deploy --env-name ENV)"),
+        ));
+    }
     let digest = hex::encode(Sha256::digest(&archive));
     let staging = tempfile::Builder::new()
         .prefix("upload-")

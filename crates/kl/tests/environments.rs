@@ -132,6 +132,15 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             .await;
         assert!(out.status.success(), "{}", text(&out));
     }
+    let direct = fails(
+        &server,
+        &["deploy", source, "--name", "three", "--tenant", "acme"],
+    )
+    .await;
+    assert!(
+        direct.contains("has environments: deploy to one of them"),
+        "{direct}"
+    );
     let third = fails(
         &server,
         &[
