@@ -73,9 +73,9 @@ impl Store {
         if write.is_empty() {
             return Ok(());
         }
-        // BEGIN IMMEDIATE: the read-merge-write of each bucket must not interleave with
+        // The write lock: the read-merge-write of each bucket must not interleave with
         // another writer's.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut merged: BTreeMap<BucketKey, Usage> = BTreeMap::new();
         for bucket in &write.buckets {
             merged.entry(bucket.key()).or_default().merge(&bucket.usage);
@@ -83,7 +83,7 @@ impl Store {
         for (key, increment) in merged {
             let function = key.function.as_deref().unwrap_or("");
             let stored: Option<String> = sqlx::query_scalar(
-                "SELECT usage FROM usage_buckets WHERE tenant = ? AND function = ? AND minute = ?",
+                "SELECT usage FROM usage_buckets WHERE tenant = $1 AND function = $2 AND minute = $3",
             )
             .bind(&key.tenant)
             .bind(function)
@@ -96,7 +96,7 @@ impl Store {
             };
             usage.merge(&increment);
             sqlx::query(
-                "INSERT INTO usage_buckets (tenant, function, minute, usage) VALUES (?, ?, ?, ?) \
+                "INSERT INTO usage_buckets (tenant, function, minute, usage) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant, function, minute) DO UPDATE SET usage = excluded.usage",
             )
             .bind(&key.tenant)
@@ -122,7 +122,7 @@ impl Store {
             .await?;
         }
         for instance in &write.finished {
-            sqlx::query("DELETE FROM meter_checkpoints WHERE kind = ? AND meter = ?")
+            sqlx::query("DELETE FROM meter_checkpoints WHERE kind = $1 AND meter = $2")
                 .bind(KIND_INSTANCE)
                 .bind(instance)
                 .execute(&mut *tx)
@@ -142,7 +142,7 @@ impl Store {
         for n in &write.notified {
             sqlx::query(
                 "INSERT INTO budget_notifications (tenant, period_key, threshold, notified_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(&n.tenant)
             .bind(n.period_key.as_str())
@@ -164,12 +164,11 @@ impl Store {
     ) -> Result<Vec<UsageBucket>> {
         let rows = sqlx::query(
             "SELECT tenant, function, minute, usage FROM usage_buckets \
-             WHERE minute >= ? AND minute < ? AND (? IS NULL OR tenant = ?) \
+             WHERE minute >= $1 AND minute < $2 AND ($3 IS NULL OR tenant = $3) \
              ORDER BY tenant, function, minute",
         )
         .bind(from.index())
         .bind(to.index())
-        .bind(tenant)
         .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
@@ -201,7 +200,7 @@ impl Store {
 
     /// Deletes the buckets of minutes before `minute` (retention); returns how many went.
     pub async fn delete_usage_before(&self, minute: Minute) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM usage_buckets WHERE minute < ?")
+        let done = sqlx::query("DELETE FROM usage_buckets WHERE minute < $1")
             .bind(minute.index())
             .execute(&self.pool)
             .await?;
@@ -211,7 +210,7 @@ impl Store {
     /// The instance meters' checkpoints.
     pub async fn instance_checkpoints(&self) -> Result<Vec<InstanceCheckpoint>> {
         let rows = sqlx::query(
-            "SELECT meter, tenant, function, state FROM meter_checkpoints WHERE kind = ? ORDER BY meter",
+            "SELECT meter, tenant, function, state FROM meter_checkpoints WHERE kind = $1 ORDER BY meter",
         )
         .bind(KIND_INSTANCE)
         .fetch_all(&self.pool)
@@ -232,7 +231,7 @@ impl Store {
 
     /// The tenants' storage meters' checkpoints.
     pub async fn storage_checkpoints(&self) -> Result<Vec<(String, StoredBytes)>> {
-        let rows = sqlx::query("SELECT tenant, state FROM meter_checkpoints WHERE kind = ? ORDER BY tenant")
+        let rows = sqlx::query("SELECT tenant, state FROM meter_checkpoints WHERE kind = $1 ORDER BY tenant")
             .bind(KIND_STORAGE)
             .fetch_all(&self.pool)
             .await?;
@@ -249,7 +248,7 @@ impl Store {
     /// The thresholds notified for a tenant's period.
     pub async fn notified_thresholds(&self, tenant: &str, period_key: &PeriodKey) -> Result<BTreeSet<u16>> {
         let rows: Vec<i64> = sqlx::query_scalar(
-            "SELECT threshold FROM budget_notifications WHERE tenant = ? AND period_key = ?",
+            "SELECT threshold FROM budget_notifications WHERE tenant = $1 AND period_key = $2",
         )
         .bind(tenant)
         .bind(period_key.as_str())
@@ -260,7 +259,7 @@ impl Store {
 }
 
 async fn upsert_checkpoint(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     kind: &str,
     meter: &str,
     tenant: &str,
@@ -268,7 +267,7 @@ async fn upsert_checkpoint(
     state: String,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO meter_checkpoints (kind, meter, tenant, function, state) VALUES (?, ?, ?, ?, ?) \
+        "INSERT INTO meter_checkpoints (kind, meter, tenant, function, state) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (kind, meter) DO UPDATE SET state = excluded.state",
     )
     .bind(kind)
