@@ -53,13 +53,14 @@ async fn tenants_are_created_once_with_their_own_uid_and_listed_bytewise(db: &Db
         Err(StoreError::Conflict(_))
     ));
     store.create_tenant("ab", &TenantSpec::default()).await.unwrap();
+    store.ensure_tenant("B").await.unwrap();
     let tenants = store.tenants().await.unwrap();
     let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
-    // Bytewise ('-' before letters), as SQLite compares; a locale collation would put "ab" first.
-    assert_eq!(names, ["a-c", "ab", "b"]);
+    // Bytewise, as SQLite compares; a locale collation would put "B" after "ab".
+    assert_eq!(names, ["B", "a-c", "ab", "b"]);
     let mut uids: Vec<u32> = tenants.iter().map(|t| t.uid).collect();
     uids.sort_unstable();
-    assert_eq!(uids, [100_001, 100_002, 100_003], "one uid each, from 100001 up");
+    assert_eq!(uids, [100_001, 100_002, 100_003, 100_004], "one uid each, from 100001 up");
     assert!(store.tenant_exists("ab").await.unwrap());
     assert!(!store.tenant_exists("zz").await.unwrap());
 

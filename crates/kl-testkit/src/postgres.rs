@@ -41,7 +41,15 @@ impl FreshDatabase {
         };
         let name = unique_name();
         let admin_url = with_database(&base, "postgres");
-        admin(&admin_url, format!("CREATE DATABASE {name}")).await;
+        // A locale collation (ICU en-US: 'a' < 'B'), as a production database may have, so
+        // tests show the store's ordering does not depend on the database's default.
+        admin(
+            &admin_url,
+            format!(
+                "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            ),
+        )
+        .await;
         Some(FreshDatabase {
             url: with_database(&base, &name),
             name,
