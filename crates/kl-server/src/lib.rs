@@ -87,7 +87,11 @@ impl Server {
         for dir in [&layout.objects(), &layout.staging(), &layout.egress_dir()] {
             absolute(dir)?;
         }
-        let store = Store::open_sqlite(&layout.db()).await?;
+        let store = match &config.db {
+            Some(url) => Store::open_postgres(url).await?,
+            None => Store::open_sqlite(&layout.db()).await?,
+        };
+        tracing::info!(backend = store.backend_name(), "metadata store open");
         store.ensure_tenant("default").await?;
         auth::bootstrap_admin(&store, &layout.admin_token())
             .await

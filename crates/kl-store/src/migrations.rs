@@ -45,3 +45,40 @@ pub(crate) fn migrator(backend: Backend) -> Migrator {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SHA-384 of each SQLite migration as released (what sqlx records when it applies one):
+    /// a data dir refuses to open if applied SQL changed, so these must never change.
+    const RELEASED_SQLITE: [&str; 5] = [
+        "110c4fd511cb388aaef1342d4b83934ddca650f2c75b06fa974302fe377fa04bf7b49c065ddeefad0d8876f0e3177ccd",
+        "645d2181b082abe8e3e3728954be3037ed5015ec982f789b81627f653adf19f5877b37aa5d374015d6eea4340e12f91e",
+        "98dc583395e01400899c91afff7c227822ec4211215dd39a01723e2d4e174f10e3afafd11a9f91e22a9f99e1b6742e1d",
+        "e656c3baa92d42281d621c5b04605ec2b54b9184e25cf410d5086c30e4438a9f7f958df58db71715058cc7277732b80c",
+        "6ced291befa3d93b6529b3765c229b12c7299ee829d013381324f8f6fb4ea316ac9b4b21bd5490694e4e60e144e1fadd",
+    ];
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn released_sqlite_migrations_keep_their_checksums() {
+        let migrator = migrator(Backend::Sqlite);
+        let checksums: Vec<String> = migrator.iter().map(|m| hex(&m.checksum)).collect();
+        assert_eq!(checksums[..RELEASED_SQLITE.len()], RELEASED_SQLITE);
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let names = |backend| -> Vec<(i64, String)> {
+            migrator(backend)
+                .iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect()
+        };
+        assert_eq!(names(Backend::Sqlite), names(Backend::Postgres));
+    }
+}
