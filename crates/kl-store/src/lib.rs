@@ -17,8 +17,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use kl_core::{FunctionSettings, FunctionSpec, Quota, QuotaExceeded, TenantSpec, admit};
-use sqlx::Row;
 use sqlx::AnyPool;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 use thiserror::Error;
 
@@ -223,11 +223,12 @@ impl Store {
 
     /// Bytes of uploaded source a tenant keeps (the storage quota).
     pub async fn stored_bytes(&self, tenant: &str) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1")
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n as u64)
     }
 
@@ -339,11 +340,12 @@ impl Store {
         // concurrent deploys cannot overshoot the functions quota.
         let mut tx = self.begin_write().await?;
         let now = now();
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM functions WHERE tenant = $1 AND name = $2")
-            .bind(tenant)
-            .bind(function)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM functions WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(function)
+                .fetch_optional(&mut *tx)
+                .await?;
         let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = $1")
             .bind(tenant)
             .fetch_optional(&mut *tx)
@@ -366,11 +368,12 @@ impl Store {
                 spec.quotas.functions.into(),
             )?;
         }
-        let stored: i64 =
-            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
         admit(
             tenant,
             Quota::Storage,

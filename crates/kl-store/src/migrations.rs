@@ -13,11 +13,31 @@ use crate::dialect::Backend;
 macro_rules! migrations {
     ($dir:literal) => {
         &[
-            (1, "init", include_str!(concat!("../migrations/", $dir, "/0001_init.sql"))),
-            (2, "tenancy", include_str!(concat!("../migrations/", $dir, "/0002_tenancy.sql"))),
-            (3, "events", include_str!(concat!("../migrations/", $dir, "/0003_events.sql"))),
-            (4, "eventing", include_str!(concat!("../migrations/", $dir, "/0004_eventing.sql"))),
-            (5, "metering", include_str!(concat!("../migrations/", $dir, "/0005_metering.sql"))),
+            (
+                1,
+                "init",
+                include_str!(concat!("../migrations/", $dir, "/0001_init.sql")),
+            ),
+            (
+                2,
+                "tenancy",
+                include_str!(concat!("../migrations/", $dir, "/0002_tenancy.sql")),
+            ),
+            (
+                3,
+                "events",
+                include_str!(concat!("../migrations/", $dir, "/0003_events.sql")),
+            ),
+            (
+                4,
+                "eventing",
+                include_str!(concat!("../migrations/", $dir, "/0004_eventing.sql")),
+            ),
+            (
+                5,
+                "metering",
+                include_str!(concat!("../migrations/", $dir, "/0005_metering.sql")),
+            ),
         ]
     };
 }

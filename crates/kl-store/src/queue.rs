@@ -96,13 +96,13 @@ impl SqliteBroker {
         let now = Utc::now();
         let token = uuid::Uuid::new_v4().to_string();
         let rows = sqlx::query(sql)
-        .bind(&token)
-        .bind(micros(due_after(now, self.inner.lease)))
-        .bind(micros(now))
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.store.pool)
-        .await
-        .map_err(db)?;
+            .bind(&token)
+            .bind(micros(due_after(now, self.inner.lease)))
+            .bind(micros(now))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.store.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(|r| delivery_from_row(r, &token)).collect()
     }
 

@@ -57,11 +57,12 @@ impl Store {
         self.require_tenant(tenant).await?;
         let now = now();
         let mut tx = self.begin_write().await?;
-        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM triggers WHERE tenant = $1 AND name = $2")
-            .bind(tenant)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM triggers WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO triggers (tenant, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant, name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",

@@ -149,7 +149,11 @@ async fn invocations_go_from_queued_to_their_outcome(db: &Db) {
         duration_ms: i64::MAX as u64,
         ..cut
     };
-    assert_eq!(failed.outcome, Some(stored), "bytes, flags and a clamped duration come back");
+    assert_eq!(
+        failed.outcome,
+        Some(stored),
+        "bytes, flags and a clamped duration come back"
+    );
     let later = Utc::now() + Duration::seconds(1);
     assert_eq!(store.forget_invocations_before(later).await.unwrap(), 2);
     assert!(matches!(

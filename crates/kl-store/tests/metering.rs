@@ -17,7 +17,6 @@ on_every_backend!(
     notified_thresholds_are_kept_per_period_once,
 );
 
-
 fn minute(index: i64) -> Minute {
     Minute::from_index(index).unwrap()
 }

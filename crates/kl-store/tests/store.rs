@@ -44,7 +44,10 @@ async fn deploy(store: &Store, tenant: &str, function: &str) -> Result<i64, Stor
 async fn tenants_are_created_once_with_their_own_uid_and_listed_bytewise(db: &Db) {
     let store = db.open().await;
     assert!(store.ensure_tenant("b").await.unwrap());
-    assert!(!store.ensure_tenant("b").await.unwrap(), "a second ensure creates nothing");
+    assert!(
+        !store.ensure_tenant("b").await.unwrap(),
+        "a second ensure creates nothing"
+    );
     let spec = quota(3, 1000);
     let created = store.create_tenant("a-c", &spec).await.unwrap();
     assert_eq!(created.spec, spec);
@@ -60,7 +63,11 @@ async fn tenants_are_created_once_with_their_own_uid_and_listed_bytewise(db: &Db
     assert_eq!(names, ["B", "a-c", "ab", "b"]);
     let mut uids: Vec<u32> = tenants.iter().map(|t| t.uid).collect();
     uids.sort_unstable();
-    assert_eq!(uids, [100_001, 100_002, 100_003, 100_004], "one uid each, from 100001 up");
+    assert_eq!(
+        uids,
+        [100_001, 100_002, 100_003, 100_004],
+        "one uid each, from 100001 up"
+    );
     assert!(store.tenant_exists("ab").await.unwrap());
     assert!(!store.tenant_exists("zz").await.unwrap());
 
@@ -127,7 +134,7 @@ async fn tokens_and_denials_are_kept(db: &Db) {
         "ids are unique"
     );
     let tokens = store.tokens().await.unwrap();
-    let got: Vec<(&str, Option<&str>, Option<DateTime<Utc>>)> = tokens
+    let got: Vec<_> = tokens
         .iter()
         .map(|t| (t.id.as_str(), t.tenant.as_deref(), t.expires_at))
         .collect();
@@ -168,7 +175,11 @@ async fn tokens_and_denials_are_kept(db: &Db) {
         .into_iter()
         .map(|a| a.path)
         .collect();
-    assert_eq!(newest, ["/v1/try/2", "/v1/try/1"], "newest first, at most the limit");
+    assert_eq!(
+        newest,
+        ["/v1/try/2", "/v1/try/1"],
+        "newest first, at most the limit"
+    );
 }
 
 async fn revisions_are_numbered_built_served_and_deleted_with_their_function(db: &Db) {
@@ -176,7 +187,11 @@ async fn revisions_are_numbered_built_served_and_deleted_with_their_function(db:
     store.ensure_tenant("acme").await.unwrap();
     assert_eq!(deploy(&store, "acme", "f").await.unwrap(), 1);
     assert_eq!(deploy(&store, "acme", "f").await.unwrap(), 2);
-    assert_eq!(deploy(&store, "acme", "g").await.unwrap(), 1, "numbers are per function");
+    assert_eq!(
+        deploy(&store, "acme", "g").await.unwrap(),
+        1,
+        "numbers are per function"
+    );
     let spec = FunctionSettings::default()
         .resolve(Runtime::Python, &SpecLimits::default())
         .unwrap();
@@ -217,7 +232,10 @@ async fn revisions_are_numbered_built_served_and_deleted_with_their_function(db:
         [("g", 1)]
     );
 
-    assert_eq!(store.function("acme", "f").await.unwrap().serving_revision, Some(1));
+    assert_eq!(
+        store.function("acme", "f").await.unwrap().serving_revision,
+        Some(1)
+    );
     assert_eq!(store.function("acme", "g").await.unwrap().serving_revision, None);
     store.ensure_tenant("beta").await.unwrap();
     deploy(&store, "beta", "a").await.unwrap();
@@ -230,7 +248,11 @@ async fn revisions_are_numbered_built_served_and_deleted_with_their_function(db:
         .collect();
     assert_eq!(
         all,
-        [("acme".into(), "f".into()), ("acme".into(), "g".into()), ("beta".into(), "a".into())]
+        [
+            ("acme".into(), "f".into()),
+            ("acme".into(), "g".into()),
+            ("beta".into(), "a".into())
+        ]
     );
     assert_eq!(store.functions(Some("beta")).await.unwrap().len(), 1);
     assert_eq!(store.function_count("acme").await.unwrap(), 2);
@@ -245,7 +267,11 @@ async fn revisions_are_numbered_built_served_and_deleted_with_their_function(db:
         store.function("acme", "f").await,
         Err(StoreError::NotFound(_))
     ));
-    assert_eq!(store.stored_bytes("acme").await.unwrap(), 10, "g's upload is left");
+    assert_eq!(
+        store.stored_bytes("acme").await.unwrap(),
+        10,
+        "g's upload is left"
+    );
 }
 
 async fn quotas_refuse_the_deploy_past_the_limit(db: &Db) {
@@ -261,7 +287,11 @@ async fn quotas_refuse_the_deploy_past_the_limit(db: &Db) {
         Err(StoreError::Quota(e)) => assert_eq!(e.quota, Quota::Storage),
         other => panic!("30 bytes are over the 25-byte quota: {other:?}"),
     }
-    assert_eq!(store.stored_bytes("acme").await.unwrap(), 20, "the refused upload is not kept");
+    assert_eq!(
+        store.stored_bytes("acme").await.unwrap(),
+        20,
+        "the refused upload is not kept"
+    );
     assert_eq!(store.function_count("acme").await.unwrap(), 1);
     assert!(matches!(
         deploy(&store, "nobody", "f").await,

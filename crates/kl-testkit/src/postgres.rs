@@ -60,7 +60,11 @@ impl FreshDatabase {
     /// Drops it, closing whatever connections are left. Tests call this once they passed: a
     /// failed test leaves its database to look at.
     pub async fn drop_database(&self) {
-        admin(&self.admin_url, format!("DROP DATABASE {} WITH (FORCE)", self.name)).await;
+        admin(
+            &self.admin_url,
+            format!("DROP DATABASE {} WITH (FORCE)", self.name),
+        )
+        .await;
     }
 }
 
@@ -113,7 +117,10 @@ mod tests {
             ("postgres://u:p@h:5432", "postgres://u:p@h:5432/db"),
             ("postgres://u:p@h:5432/", "postgres://u:p@h:5432/db"),
             ("postgres://u:p@h/other", "postgres://u:p@h/db"),
-            ("postgresql://h/other?sslmode=disable", "postgresql://h/db?sslmode=disable"),
+            (
+                "postgresql://h/other?sslmode=disable",
+                "postgresql://h/db?sslmode=disable",
+            ),
         ] {
             assert_eq!(with_database(url, "db"), want, "{url}");
         }
