@@ -4,8 +4,10 @@
 //! SQL the two share:
 //! - placeholders are `$1..$N`: PostgreSQL's own, and sqlx-sqlite binds `$N` by its number;
 //! - values are the types `Any` carries: text, `i64`, bytes. Times are RFC 3339 text or Unix
-//!   microseconds (`i64`), as they always were on SQLite; booleans are stored as 0/1;
-//! - upserts are `ON CONFLICT … DO UPDATE/NOTHING` and both support `RETURNING`;
+//!   microseconds (`i64`), as they always were on SQLite, computed in Rust: no SQL date
+//!   functions. Booleans are stored as 0/1, and `u64`s as `i64`;
+//! - upserts are `ON CONFLICT … DO UPDATE/NOTHING` (never SQLite's `INSERT OR IGNORE/REPLACE`),
+//!   and both support `RETURNING`;
 //! - `SUM` is cast to `BIGINT` (PostgreSQL sums `BIGINT` into `NUMERIC`, which `Any` cannot
 //!   read); two-argument `MIN` (SQLite) and `LEAST` (PostgreSQL) are written as `CASE`.
 //!
@@ -110,6 +112,37 @@ impl Store {
                     .await?;
                 Ok(tx)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `SqliteConnectOptions` used to set, now set by every connection of the `Any` pool.
+    #[tokio::test]
+    async fn sqlite_connections_run_wal_with_a_busy_timeout_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = connect_sqlite(&dir.path().join("kl.db")).await.unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let mut conn = pool.acquire().await.unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            for (pragma, want) in [
+                ("PRAGMA busy_timeout", 10_000),
+                ("PRAGMA foreign_keys", 1),
+                ("PRAGMA synchronous", 1),
+            ] {
+                let got: i64 = sqlx::query_scalar(pragma).fetch_one(&mut *conn).await.unwrap();
+                assert_eq!(got, want, "{pragma}");
+            }
+            // Held, so the second round gets a second connection.
+            conns.push(conn);
         }
     }
 }
