@@ -13,6 +13,8 @@ use kl_runtime::Isolation;
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The metadata store: PostgreSQL at this URL, or the SQLite file in the data dir (`None`).
+    pub db: Option<String>,
     /// Dependency and build cache; defaults to `DATA_DIR/cache`. Safe to share between servers.
     pub cache_dir: Option<PathBuf>,
     pub unpack: UnpackLimits,
@@ -57,7 +59,7 @@ pub struct ServerConfig {
 /// The durable queue under eventing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bus {
-    /// In the metadata store (SQLite): nothing else to run.
+    /// In the metadata store (SQLite or PostgreSQL): nothing else to run.
     Embedded,
     /// RabbitMQ at `url`, every exchange and queue named under `prefix`.
     Amqp { url: String, prefix: String },
@@ -115,6 +117,7 @@ impl ServerConfig {
             max_queue: 1000,
             autoscaling: kl_core::AutoscalerConfig::default(),
             bus: Bus::Embedded,
+            db: None,
             event_limits: kl_events::http_binding::Limits::default(),
             dedupe_window: Duration::from_secs(24 * 3600),
             dispatch_concurrency: 32,

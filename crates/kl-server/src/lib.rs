@@ -1,7 +1,7 @@
 //! `kl server`: the control plane (`/v1`), the gateway (`/fn`), eventing (`/v1/events`,
 //! triggers, dead letters, async invocations) and health (`/healthz`) on one listener, wired to
-//! the embedded defaults: SQLite, a local object store, the broker in the metadata store (or
-//! RabbitMQ) and the local process runtime.
+//! the embedded defaults: SQLite (or PostgreSQL), a local object store, the broker in the
+//! metadata store (or RabbitMQ) and the local process runtime.
 
 mod auth;
 mod build_slots;
@@ -87,7 +87,11 @@ impl Server {
         for dir in [&layout.objects(), &layout.staging(), &layout.egress_dir()] {
             absolute(dir)?;
         }
-        let store = Store::open_sqlite(&layout.db()).await?;
+        let store = match &config.db {
+            Some(url) => Store::open_postgres(url).await?,
+            None => Store::open_sqlite(&layout.db()).await?,
+        };
+        tracing::info!(backend = store.backend_name(), "metadata store open");
         store.ensure_tenant("default").await?;
         auth::bootstrap_admin(&store, &layout.admin_token())
             .await

@@ -3,6 +3,8 @@
 //! Dev-dependency only: nothing here is meant for production code. [`archives`] builds the
 //! hostile uploads (path escapes, link tricks, special files, bombs, broken bytes) that the
 //! archive unpacker and the upload endpoint must refuse, together with the status and error
-//! code the server answers with, so both layers test against the same list.
+//! code the server answers with, so both layers test against the same list. [`postgres`] gives
+//! each test a fresh PostgreSQL database of its own.
 
 pub mod archives;
+pub mod postgres;

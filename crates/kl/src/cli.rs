@@ -109,6 +109,10 @@ pub struct ServerArgs {
     /// RabbitMQ URL, `amqp://USER:PASS@HOST:5672/VHOST`.
     #[arg(long, env = "KL_BUS", default_value = "embedded", hide_env_values = true)]
     pub bus: String,
+    /// The metadata store: a PostgreSQL URL, `postgres://USER:PASS@HOST:5432/DB` (the database
+    /// must exist), instead of the SQLite file in the data dir.
+    #[arg(long, env = "KL_DB", hide_env_values = true)]
+    pub db: Option<String>,
     /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
     #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]
     pub bus_prefix: String,
