@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml::Value;
-use support::validate::{
-    KUBERNETES_VERSION, Outcome, schemas_dir, unavailable, validate_core, validate_crds,
-};
+use support::validate::{KUBERNETES_VERSION, Outcome, unavailable, validate_core, validate_crds};
 
 const VALUES: [&str; 3] = ["values.yaml", "values-dev.yaml", "values-prd.yaml"];
 
@@ -89,8 +87,9 @@ fn kind(value: &Value) -> &str {
     value["kind"].as_str().unwrap_or_default()
 }
 
-/// Writes each document to its own file and validates them all strictly: kinds whose API
-/// group has schemas under `shared/schemas/crds` against those, the rest as core kinds.
+/// Writes each document to its own file and validates them all strictly: Kubernetes' own API
+/// groups (no dot, or under `k8s.io`) as core kinds, other groups (Prometheus Operator, Flux)
+/// against the CRD schemas under `shared/schemas/crds`.
 fn validate(dir: &Path, docs: &[(String, Value)]) {
     let (mut core, mut crds) = (Vec::new(), Vec::new());
     for (i, (text, value)) in docs.iter().enumerate() {
@@ -99,7 +98,7 @@ fn validate(dir: &Path, docs: &[(String, Value)]) {
         std::fs::write(&path, text).unwrap();
         let api_version = value["apiVersion"].as_str().unwrap_or_default();
         let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-        if !group.is_empty() && schemas_dir().join("crds").join(group).is_dir() {
+        if group.contains('.') && !group.ends_with(".k8s.io") {
             crds.push(path);
         } else {
             core.push(path);
