@@ -102,7 +102,7 @@ async fn put_get_head_list_and_delete_round_trip() {
         assert_eq!(meta.size, 12, "{name}");
         assert_eq!(
             keys_under(store.as_ref(), "sources/acme").await,
-            [key.clone()],
+            [key.as_str()],
             "{name}"
         );
         store
