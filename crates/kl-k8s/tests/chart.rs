@@ -62,6 +62,37 @@ fn render(values: &str) -> String {
         .arg(chart().join(values)))
 }
 
+#[test]
+fn a_replicated_server_without_shared_backends_is_refused() {
+    if !helm_available() {
+        return;
+    }
+    for (values, set) in [
+        ("values.yaml", "replicaCount=2"),
+        ("values-dev.yaml", "autoscaling.enabled=true"),
+        ("values-prd.yaml", "store.url="),
+        ("values-prd.yaml", "db.existingSecret="),
+        ("values-prd.yaml", "bus.existingSecret="),
+    ] {
+        let out = Command::new("helm")
+            .args(["template", "knative-lambda"])
+            .arg(chart())
+            .arg("-f")
+            .arg(chart().join(values))
+            .args(["--set", set])
+            .output()
+            .expect("helm runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{values} with {set} rendered");
+        assert!(
+            stderr.contains(
+                "needs the shared backends: set db.existingSecret, store.url and bus.existingSecret"
+            ),
+            "{values} with {set}: {stderr}"
+        );
+    }
+}
+
 /// The documents of a YAML stream, each with its parsed value; comment-only documents (an
 /// empty template) are dropped.
 fn documents(stream: &str) -> Vec<(String, Value)> {

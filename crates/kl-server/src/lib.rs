@@ -1,7 +1,7 @@
 //! `kl server`: the control plane (`/v1`), the gateway (`/fn`), eventing (`/v1/events`,
 //! triggers, dead letters, async invocations) and health (`/healthz`) on one listener, wired to
-//! the embedded defaults: SQLite, a local object store, the broker in the metadata store (or
-//! RabbitMQ) and the local process runtime.
+//! the embedded defaults: SQLite, a local object store (or S3), the broker in the metadata store
+//! (or RabbitMQ) and the local process runtime.
 
 mod auth;
 mod build_slots;

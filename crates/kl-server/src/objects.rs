@@ -26,12 +26,15 @@ pub enum Objects {
 /// A `--store` value that is not a store URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectsUrlError {
+    /// Anything but `s3://…` (a path, another cloud's scheme).
     #[error("--store takes s3://BUCKET[/PREFIX]; {0:?} is not an s3:// URL")]
     Scheme(String),
+    /// A bucket name S3 would refuse (so it cannot exist).
     #[error(
         "{0:?} is not an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
     )]
     Bucket(String),
+    /// A prefix that would make keys with empty or relative segments.
     #[error("the store prefix {0:?} has an empty, `.` or `..` segment")]
     Prefix(String),
 }
@@ -82,16 +85,21 @@ fn valid_bucket(name: &str) -> bool {
 /// Why the object store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectsError {
+    /// The data dir's `objects/` folder cannot be created (permissions, read-only disk).
     #[error("cannot create the object store's folder {path}: {source}")]
     LocalDir { path: String, source: std::io::Error },
+    /// The store's settings are invalid (e.g. a malformed `AWS_ENDPOINT`).
     #[error("cannot open the object store: {0}")]
     Open(#[from] object_store::Error),
+    /// The endpoint answers, but has no such bucket.
     #[error("the S3 bucket {bucket:?} does not exist (check --store and AWS_ENDPOINT)")]
     NoBucket { bucket: String },
+    /// The endpoint refuses the credentials or their rights on the bucket.
     #[error(
         "access to the S3 bucket {bucket:?} is denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the role, and AWS_REGION): {reason}"
     )]
     Denied { bucket: String, reason: String },
+    /// No usable answer: nothing listens, TLS fails, the endpoint errs or is too slow.
     #[error(
         "the S3 bucket {bucket:?} is unreachable (check AWS_ENDPOINT, AWS_REGION and the credentials; AWS_ALLOW_HTTP=true for http://): {reason}"
     )]
