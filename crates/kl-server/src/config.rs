@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// The autoscaler's platform defaults (Knative's unless set); functions override them.
     pub autoscaling: kl_core::AutoscalerConfig,
+    /// Where uploads, sources and build contexts are kept.
+    pub objects: crate::Objects,
     /// Where accepted events wait for delivery.
     pub bus: Bus,
     /// Size limits on ingested events (413 above them).
@@ -116,6 +118,7 @@ impl ServerConfig {
             pids_per_instance: 256,
             max_queue: 1000,
             autoscaling: kl_core::AutoscalerConfig::default(),
+            objects: crate::Objects::Local,
             bus: Bus::Embedded,
             db: None,
             event_limits: kl_events::http_binding::Limits::default(),

@@ -39,6 +39,9 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     init_logging("info");
     let mut config = ServerConfig::new(data_dir, args.listen);
     config.cache_dir = args.cache_dir;
+    if let Some(url) = &args.store {
+        config.objects = kl_server::Objects::parse(url)?;
+    }
     config.idle_timeout = args.idle_timeout;
     config.build_concurrency = args.build_concurrency.max(1);
     config.build_timeout = args.build_timeout;
