@@ -13,6 +13,8 @@ use kl_runtime::Isolation;
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The metadata store: PostgreSQL at this URL, or the SQLite file in the data dir (`None`).
+    pub db: Option<String>,
     /// Dependency and build cache; defaults to `DATA_DIR/cache`. Safe to share between servers.
     pub cache_dir: Option<PathBuf>,
     pub unpack: UnpackLimits,
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// The autoscaler's platform defaults (Knative's unless set); functions override them.
     pub autoscaling: kl_core::AutoscalerConfig,
+    /// Where uploads, sources and build contexts are kept.
+    pub objects: crate::Objects,
     /// Where accepted events wait for delivery.
     pub bus: Bus,
     /// Size limits on ingested events (413 above them).
@@ -72,7 +76,7 @@ impl std::fmt::Debug for SecretsKeyText {
 /// The durable queue under eventing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bus {
-    /// In the metadata store (SQLite): nothing else to run.
+    /// In the metadata store (SQLite or PostgreSQL): nothing else to run.
     Embedded,
     /// RabbitMQ at `url`, every exchange and queue named under `prefix`.
     Amqp { url: String, prefix: String },
@@ -129,7 +133,9 @@ impl ServerConfig {
             pids_per_instance: 256,
             max_queue: 1000,
             autoscaling: kl_core::AutoscalerConfig::default(),
+            objects: crate::Objects::Local,
             bus: Bus::Embedded,
+            db: None,
             event_limits: kl_events::http_binding::Limits::default(),
             dedupe_window: Duration::from_secs(24 * 3600),
             dispatch_concurrency: 32,

@@ -104,7 +104,7 @@ pub(crate) async fn deploy_archive(
         .tenant_builds
         .claim(tenant, Some(tenant_spec.quotas.concurrent_builds))?;
     let source_bytes = archive.len() as u64;
-    let key = format!("sources/{tenant}/{function}/{digest}.archive");
+    let key = crate::objects::keys::source(tenant, function, &digest);
     // The revision first: it admits the functions and storage quotas, and a refused deploy
     // must store nothing.
     let rev = state
@@ -335,7 +335,7 @@ async fn fetch_source(state: &AppState, rev: &RevisionRecord) -> Result<TempDir,
 async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &std::path::Path) {
     let dir = out.to_path_buf();
     let packed = tokio::task::spawn_blocking(move || kl_build::container_context(&dir)).await;
-    let key = format!("contexts/{}/{}/{}.tar.gz", rev.tenant, rev.function, rev.number);
+    let key = crate::objects::keys::context(&rev.tenant, &rev.function, rev.number);
     let stored = match packed {
         Ok(Ok(bytes)) => state
             .objects

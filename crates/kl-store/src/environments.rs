@@ -32,7 +32,7 @@ impl Store {
         env_tenant: &str,
         env_spec: &TenantSpec,
     ) -> Result<EnvironmentRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let given = sqlx::query("SELECT name, spec FROM environments WHERE tenant = $1")
             .bind(tenant)
             .fetch_all(&mut *tx)
@@ -115,7 +115,7 @@ impl Store {
 
     /// Deletes an environment and its tenant; `Conflict` while it has functions.
     pub async fn delete_environment(&self, tenant: &str, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let env_tenant: String =
             sqlx::query_scalar("SELECT env_tenant FROM environments WHERE tenant = $1 AND name = $2")
                 .bind(tenant)

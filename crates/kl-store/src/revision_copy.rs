@@ -26,7 +26,7 @@ impl Store {
         to: RevisionAt<'_>,
         spec: Option<&FunctionSpec>,
     ) -> Result<RevisionRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let source: Option<(String, i64)> = sqlx::query_as(
             "SELECT status, source_bytes FROM revisions WHERE tenant = $1 AND function = $2 AND number = $3",
         )
@@ -86,11 +86,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let stored: i64 =
-                sqlx::query_scalar("SELECT COALESCE(SUM(source_bytes), 0) FROM revisions WHERE tenant = $1")
-                    .bind(to.tenant)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1",
+            )
+            .bind(to.tenant)
+            .fetch_one(&mut *tx)
+            .await?;
             admit(
                 to.tenant,
                 Quota::Storage,

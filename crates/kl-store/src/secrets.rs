@@ -49,7 +49,7 @@ impl Store {
     ) -> Result<SecretRecord> {
         // BEGIN IMMEDIATE: the count and the insert are one step, so concurrent creations
         // cannot overshoot the limit.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT version FROM secrets WHERE tenant = $1 AND name = $2")
                 .bind(tenant)
@@ -233,7 +233,7 @@ impl Store {
     }
 }
 
-fn sealed_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SealedValue> {
+fn sealed_from_row(row: &sqlx::any::AnyRow) -> Result<SealedValue> {
     Ok(SealedValue {
         key: row.try_get("key")?,
         key_id: row.try_get("key_id")?,

@@ -1,17 +1,27 @@
-//! The secrets tables and revision copies, on a fresh database per test.
+//! The secrets tables, revision copies and environments, on a fresh database per test and
+//! backend.
+
+#[macro_use]
+mod support;
 
 use kl_core::{
     EnvironmentSpec, FunctionSettings, FunctionSpec, Quota, Quotas, Runtime, SpecLimits, TenantSpec,
 };
 use kl_store::{RevisionAt, RevisionStatus, SealedValue, Store, StoreError};
+use support::Db;
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open_sqlite(&dir.path().join("kl.db"))
-        .await
-        .expect("open the store");
+on_every_backend!(
+    secrets_are_created_replaced_with_a_new_version_listed_and_deleted,
+    a_tenant_keeps_at_most_its_limit_of_secrets_but_may_replace_them,
+    resealing_skips_a_value_replaced_meanwhile,
+    a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage,
+    environments_share_at_most_the_whole_tenant_and_go_with_their_tenant,
+);
+
+async fn store(db: &Db) -> Store {
+    let store = db.open().await;
     store.ensure_tenant("acme").await.unwrap();
-    (dir, store)
+    store
 }
 
 fn sealed(key: &str, blob: &str) -> SealedValue {
@@ -22,9 +32,8 @@ fn sealed(key: &str, blob: &str) -> SealedValue {
     }
 }
 
-#[tokio::test]
-async fn secrets_are_created_replaced_with_a_new_version_listed_and_deleted() {
-    let (_dir, store) = store().await;
+async fn secrets_are_created_replaced_with_a_new_version_listed_and_deleted(db: &Db) {
+    let store = store(db).await;
     let created = store
         .put_secret(
             "acme",
@@ -71,9 +80,8 @@ async fn secrets_are_created_replaced_with_a_new_version_listed_and_deleted() {
     ));
 }
 
-#[tokio::test]
-async fn a_tenant_keeps_at_most_its_limit_of_secrets_but_may_replace_them() {
-    let (_dir, store) = store().await;
+async fn a_tenant_keeps_at_most_its_limit_of_secrets_but_may_replace_them(db: &Db) {
+    let store = store(db).await;
     store
         .put_secret("acme", "a", &[sealed("K", "1")], 2)
         .await
@@ -101,9 +109,8 @@ async fn a_tenant_keeps_at_most_its_limit_of_secrets_but_may_replace_them() {
     );
 }
 
-#[tokio::test]
-async fn resealing_skips_a_value_replaced_meanwhile() {
-    let (_dir, store) = store().await;
+async fn resealing_skips_a_value_replaced_meanwhile(db: &Db) {
+    let store = store(db).await;
     store
         .put_secret("acme", "db", &[sealed("A", "old-a"), sealed("B", "old-b")], 10)
         .await
@@ -140,9 +147,8 @@ async fn resealing_skips_a_value_replaced_meanwhile() {
     assert_eq!(store.values_not_under("k2").await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage() {
-    let (_dir, store) = store().await;
+async fn a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage(db: &Db) {
+    let store = store(db).await;
     let settings = FunctionSettings::default();
     let spec: FunctionSpec = settings.resolve(Runtime::Python, &SpecLimits::default()).unwrap();
     let first = store
@@ -202,9 +208,8 @@ async fn a_copied_revision_is_ready_with_the_same_artifact_and_adds_no_storage()
     assert_eq!(store.stored_bytes("prod").await.unwrap(), 100);
 }
 
-#[tokio::test]
-async fn environments_share_at_most_the_whole_tenant_and_go_with_their_tenant() {
-    let (_dir, store) = store().await;
+async fn environments_share_at_most_the_whole_tenant_and_go_with_their_tenant(db: &Db) {
+    let store = store(db).await;
     let env = |share| EnvironmentSpec {
         share,
         priority: None,

@@ -69,6 +69,11 @@ pub struct ServerArgs {
     /// Dependency/build cache (default DATA_DIR/cache); may be shared between servers.
     #[arg(long = "cache-dir", env = "KL_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where uploads, sources and build contexts are kept: DATA_DIR/objects (default) or
+    /// `s3://BUCKET[/PREFIX]`, reached with the standard AWS_* variables (AWS_REGION,
+    /// AWS_ENDPOINT for S3-compatible servers, credentials; AWS_ALLOW_HTTP=true for http://).
+    #[arg(long, env = "KL_STORE")]
+    pub store: Option<String>,
     /// Stop an instance after this long without requests.
     #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
@@ -109,6 +114,10 @@ pub struct ServerArgs {
     /// RabbitMQ URL, `amqp://USER:PASS@HOST:5672/VHOST`.
     #[arg(long, env = "KL_BUS", default_value = "embedded", hide_env_values = true)]
     pub bus: String,
+    /// The metadata store: a PostgreSQL URL, `postgres://USER:PASS@HOST:5432/DB` (the database
+    /// must exist), instead of the SQLite file in the data dir.
+    #[arg(long, env = "KL_DB", hide_env_values = true)]
+    pub db: Option<String>,
     /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
     #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]
     pub bus_prefix: String,
