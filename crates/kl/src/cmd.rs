@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod events;
 pub mod functions;
 pub mod invoke;
+pub mod k8s;
 pub mod logs;
 pub mod server;
 pub mod spec;

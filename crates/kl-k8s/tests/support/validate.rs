@@ -106,7 +106,8 @@ pub fn validate_crds(files: &[PathBuf]) -> Result<Outcome, String> {
     if !schemas.is_dir() {
         return Ok(unavailable(&format!("no CRD schemas at {}", schemas.display())));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/validate_crds.py");
+    // Through `../kl-k8s`, so other crates' tests can include this file with `#[path]`.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kl-k8s/tests/support/validate_crds.py");
     let output = match Command::new("python3")
         .arg(script)
         .arg(&schemas)
