@@ -176,7 +176,7 @@ pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSetting
     status.image = Some(image);
     let expected = kl_k8s::names::revision(&checked.function, checked.revision);
     let (ready, requeue) = match &observed.service {
-        Some(s) if s.latest_ready_revision.as_deref() == Some(&expected) && s.readiness == Readiness::Ready => {
+        Some(s) if s.latest_ready_revision.as_deref() == Some(expected.as_str()) && s.readiness == Readiness::Ready => {
             status.url = s.url.clone();
             (condition(READY, "True", "Serving", ""), None)
         }

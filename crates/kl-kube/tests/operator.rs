@@ -69,6 +69,11 @@ fn empty_cluster(r: &Recorded) -> (u16, String) {
         "PATCH" if r.content_type == "application/json-patch+json" => {
             ok(serde_json::to_value(lf(image(), &[FINALIZER], false)).unwrap())
         }
+        "PATCH" if r.path().ends_with("/status") => {
+            let mut object = serde_json::to_value(lf(image(), &[FINALIZER], false)).unwrap();
+            object["status"] = r.json()["status"].clone();
+            ok(object)
+        }
         "PATCH" => {
             let mut object = r.json();
             object["metadata"] = json!({"name": "hello", "namespace": "kl-acme", "resourceVersion": "6"});
