@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kl_api::{FunctionDetail, FunctionList, TenantList, TenantView};
-use kl_api::events::TriggerList;
+use kl_api::{FunctionDetail, FunctionList, TenantList, TenantView, TriggerList};
+
 use kl_k8s::{BuildResources, ExportSettings, FunctionState, PlatformSettings, Registry, TenantState};
 use kl_kube::plan::OperatorSettings;
 
