@@ -44,11 +44,17 @@ pub struct ExportSettings {
 
 /// The image a function's revision is served from.
 pub fn image(registry: &str, tenant: &str, function: &str, revision: u32) -> String {
-    format!("{}/{tenant}/{function}:{revision:05}", registry.trim_end_matches('/'))
+    format!(
+        "{}/{tenant}/{function}:{revision:05}",
+        registry.trim_end_matches('/')
+    )
 }
 
 /// Renders every object of `tenants`.
-pub fn render_platform(tenants: &[TenantState], settings: &ExportSettings) -> Result<Vec<Object>, RenderError> {
+pub fn render_platform(
+    tenants: &[TenantState],
+    settings: &ExportSettings,
+) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
     if settings.cluster {
         objects.extend(render_priority_classes());

@@ -2,8 +2,8 @@
 
 use kl_k8s::names::{self, LABEL_FUNCTION};
 use kl_k8s::{Object, crd};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 
 use crate::KubeError;
 use crate::error::target;
@@ -97,7 +97,13 @@ impl Applier {
         match api.delete(function, &DeleteParams::foreground()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(KubeError::from_kube("delete", target("Service", &ns, function), e)),
+            Err(e) => {
+                return Err(KubeError::from_kube(
+                    "delete",
+                    target("Service", &ns, function),
+                    e,
+                ));
+            }
         }
         let selector = ListParams::default().labels(&format!("{LABEL_FUNCTION}={function}"));
         for resource in [

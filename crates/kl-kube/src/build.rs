@@ -30,12 +30,11 @@ pub enum BuildOutcome {
 /// is success; a `Failed` (or `FailureTarget`, set before the pods are gone) is failure.
 pub fn job_outcome(job: &Job) -> Option<BuildOutcome> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    let holds = |kind: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == kind && c.status == "True")
-    };
-    if holds("Complete").or_else(|| holds("SuccessCriteriaMet")).is_some() {
+    let holds = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
+    if holds("Complete")
+        .or_else(|| holds("SuccessCriteriaMet"))
+        .is_some()
+    {
         return Some(BuildOutcome::Succeeded { digest: None });
     }
     holds("Failed")

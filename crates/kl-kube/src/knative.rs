@@ -15,7 +15,10 @@ pub enum Readiness {
     Unknown,
     Ready,
     /// Not ready, with Knative's reason and message (`RevisionFailed`, `ContainerMissing`, …).
-    NotReady { reason: String, message: String },
+    NotReady {
+        reason: String,
+        message: String,
+    },
 }
 
 /// What Knative reports about a Service.
@@ -81,7 +84,11 @@ pub fn service_status(object: &DynamicObject) -> Result<ServiceStatus, String> {
 
 impl Applier {
     /// The status of Knative Service `ns/name`, or `None` if there is no such Service.
-    pub async fn knative_service_status(&self, ns: &str, name: &str) -> Result<Option<ServiceStatus>, KubeError> {
+    pub async fn knative_service_status(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ServiceStatus>, KubeError> {
         let resource = knative(crd::SERVING_V1, "Service", "services");
         let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
         let object = api
@@ -122,9 +129,15 @@ mod tests {
         });
         let current = service_status(&service(2, status.clone())).unwrap();
         assert_eq!(current.readiness, Readiness::Ready);
-        assert_eq!(current.url.as_deref(), Some("http://hello.kl-acme.svc.cluster.local"));
+        assert_eq!(
+            current.url.as_deref(),
+            Some("http://hello.kl-acme.svc.cluster.local")
+        );
         assert_eq!(current.latest_ready_revision.as_deref(), Some("hello-00002"));
-        assert_eq!(service_status(&service(3, status)).unwrap().readiness, Readiness::Unknown);
+        assert_eq!(
+            service_status(&service(3, status)).unwrap().readiness,
+            Readiness::Unknown
+        );
     }
 
     #[test]

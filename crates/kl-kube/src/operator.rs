@@ -71,9 +71,13 @@ async fn apply(api: &Api<LambdaFunction>, lf: &LambdaFunction, ctx: &Context) ->
             "kind": LambdaFunction::kind(&()),
             "status": plan.status,
         });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
-            .await
-            .map_err(|e| KubeError::from_kube("write the status of", target("LambdaFunction", &ns, &name), e))?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|e| KubeError::from_kube("write the status of", target("LambdaFunction", &ns, &name), e))?;
     }
     Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
 }

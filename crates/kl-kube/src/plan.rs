@@ -147,9 +147,7 @@ pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSetting
         }
         (Some(job), Some(BuildState::Ended(BuildOutcome::Succeeded { digest }))) => {
             status.build_job = job.metadata.name.clone();
-            status
-                .conditions
-                .push(condition(BUILT, "True", "Built", ""));
+            status.conditions.push(condition(BUILT, "True", "Built", ""));
             match digest {
                 // The digest pins the revision even if the tag is pushed again.
                 Some(d) => {
@@ -176,7 +174,10 @@ pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSetting
     status.image = Some(image);
     let expected = kl_k8s::names::revision(&checked.function, checked.revision);
     let (ready, requeue) = match &observed.service {
-        Some(s) if s.latest_ready_revision.as_deref() == Some(expected.as_str()) && s.readiness == Readiness::Ready => {
+        Some(s)
+            if s.latest_ready_revision.as_deref() == Some(expected.as_str())
+                && s.readiness == Readiness::Ready =>
+        {
             status.url = s.url.clone();
             (condition(READY, "True", "Serving", ""), None)
         }
@@ -185,7 +186,12 @@ pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSetting
             ..
         }) => (condition(READY, "False", reason, message), Some(POLL)),
         _ => (
-            condition(READY, "Unknown", "Deploying", &format!("waiting for revision {expected}")),
+            condition(
+                READY,
+                "Unknown",
+                "Deploying",
+                &format!("waiting for revision {expected}"),
+            ),
             Some(POLL),
         ),
     };
@@ -327,7 +333,14 @@ fn source(
         return Ok((image.clone(), None));
     }
     if let Some(key) = &source.archive {
-        return Ok((tag, Some(format!("s3://{}/{}", settings.bucket, key.trim_start_matches('/')))));
+        return Ok((
+            tag,
+            Some(format!(
+                "s3://{}/{}",
+                settings.bucket,
+                key.trim_start_matches('/')
+            )),
+        ));
     }
     if let Some(url) = &source.s3 {
         if !(url.starts_with("s3://") || url.starts_with("gs://")) {
@@ -342,9 +355,11 @@ fn source(
         // Kaniko's Git context: git://host/path#ref.
         return Ok((tag, Some(format!("git://{rest}#{}", git.reference))));
     }
-    Err("source.inline: the operator cannot build inline code yet (it needs the build context \
+    Err(
+        "source.inline: the operator cannot build inline code yet (it needs the build context \
          `kl` packs: Dockerfile and shim); use an archive, s3, git or image source"
-        .to_owned())
+            .to_owned(),
+    )
 }
 
 /// The Knative Service and the function's Triggers and PingSources.

@@ -99,8 +99,14 @@ async fn apply_creates_with_our_field_manager_and_force_at_the_exact_path() {
 async fn an_update_is_the_same_apply_with_the_new_desired_state() {
     let (client, requests) = fake::client(stored);
     let applier = Applier::new(client);
-    applier.apply(&service(1, "registry.example.com/kl/acme/hello:00001")).await.unwrap();
-    applier.apply(&service(2, "registry.example.com/kl/acme/hello:00002")).await.unwrap();
+    applier
+        .apply(&service(1, "registry.example.com/kl/acme/hello:00001"))
+        .await
+        .unwrap();
+    applier
+        .apply(&service(2, "registry.example.com/kl/acme/hello:00002"))
+        .await
+        .unwrap();
     drop(applier);
 
     let requests = requests.await.unwrap();
@@ -124,7 +130,11 @@ async fn a_tenant_set_is_applied_namespace_first_each_kind_at_its_own_path() {
 
     let requests = requests.await.unwrap();
     assert_eq!(requests.len(), objects.len());
-    assert!(requests.iter().all(|r| r.method == "PATCH" && r.uri.ends_with(APPLY)));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "PATCH" && r.uri.ends_with(APPLY))
+    );
     let paths: Vec<&str> = requests.iter().map(Recorded::path).collect();
     assert_eq!(paths[0], "/api/v1/namespaces/kl-acme");
     for expected in [
@@ -143,10 +153,26 @@ async fn a_tenant_set_is_applied_namespace_first_each_kind_at_its_own_path() {
 #[tokio::test]
 async fn api_refusals_become_typed_errors_naming_the_object() {
     let cases: [(u16, &str, &str); 4] = [
-        (409, "Conflict", "Apply failed with 1 conflict: conflict with \"kubectl\""),
-        (403, "Forbidden", "services.serving.knative.dev \"hello\" is forbidden"),
-        (404, "NotFound", "the server could not find the requested resource"),
-        (422, "Invalid", "spec.template.spec.containers[0].image: Required value"),
+        (
+            409,
+            "Conflict",
+            "Apply failed with 1 conflict: conflict with \"kubectl\"",
+        ),
+        (
+            403,
+            "Forbidden",
+            "services.serving.knative.dev \"hello\" is forbidden",
+        ),
+        (
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+        (
+            422,
+            "Invalid",
+            "spec.template.spec.containers[0].image: Required value",
+        ),
     ];
     for (code, reason, message) in cases {
         let (client, requests) = fake::client(move |_| status(code, reason, message));
@@ -183,7 +209,9 @@ fn build_api(final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) 
         };
         match (r.method.as_str(), r.path()) {
             ("PATCH", _) => stored(r),
-            ("GET", "/apis/batch/v1/namespaces/knative-lambda-builds/jobs") if r.uri.contains("watch=true") => {
+            ("GET", "/apis/batch/v1/namespaces/knative-lambda-builds/jobs")
+                if r.uri.contains("watch=true") =>
+            {
                 let event = json!({"type": "MODIFIED", "object": job(final_conditions.clone(), "11")});
                 (200, format!("{event}\n"))
             }
@@ -203,9 +231,10 @@ fn build_api(final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) 
                     }]},
                 }],
             })),
-            ("GET", "/api/v1/namespaces/knative-lambda-builds/pods/hello-build-abc123-x7k2p/log") => {
-                (200, "INFO Retrieving image manifest\nINFO Pushing image\n".to_owned())
-            }
+            ("GET", "/api/v1/namespaces/knative-lambda-builds/pods/hello-build-abc123-x7k2p/log") => (
+                200,
+                "INFO Retrieving image manifest\nINFO Pushing image\n".to_owned(),
+            ),
             _ => status(404, "NotFound", &format!("unexpected {} {}", r.method, r.uri)),
         }
     }
@@ -220,7 +249,9 @@ async fn a_build_is_applied_watched_to_success_and_its_log_and_digest_read() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     let outcome = Applier::new(client)
-        .run_build(&build_job(), move |line| sink.lock().unwrap().push(line.to_owned()))
+        .run_build(&build_job(), move |line| {
+            sink.lock().unwrap().push(line.to_owned())
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -247,9 +278,19 @@ async fn a_build_is_applied_watched_to_success_and_its_log_and_digest_read() {
         ]
     );
     assert_eq!(requests[0].json()["spec"]["backoffLimit"], 0);
-    assert!(requests[1].uri.contains("fieldSelector=metadata.name%3Dhello-build-abc123"), "{}", requests[1].uri);
+    assert!(
+        requests[1]
+            .uri
+            .contains("fieldSelector=metadata.name%3Dhello-build-abc123"),
+        "{}",
+        requests[1].uri
+    );
     assert!(requests[2].uri.contains("watch=true") && requests[2].uri.contains("resourceVersion=10"));
-    assert!(requests[3].uri.contains("labelSelector=batch.kubernetes.io%2Fjob-name%3Dhello-build-abc123"));
+    assert!(
+        requests[3]
+            .uri
+            .contains("labelSelector=batch.kubernetes.io%2Fjob-name%3Dhello-build-abc123")
+    );
     assert!(requests[4].uri.contains("container=kaniko"));
 }
 
@@ -279,7 +320,10 @@ async fn a_failed_build_reports_kubernetes_reason_and_still_gives_its_log() {
 #[tokio::test]
 async fn a_forbidden_build_apply_stops_before_any_watch() {
     let (client, requests) = fake::client(|_| status(403, "Forbidden", "jobs.batch is forbidden"));
-    let err = Applier::new(client).run_build(&build_job(), |_| {}).await.unwrap_err();
+    let err = Applier::new(client)
+        .run_build(&build_job(), |_| {})
+        .await
+        .unwrap_err();
     assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
     assert_eq!(requests.await.unwrap().len(), 1);
 }
@@ -297,10 +341,20 @@ async fn service_status_reads_ready_and_url_and_absent_is_none() {
         _ => status(404, "NotFound", "services.serving.knative.dev \"gone\" not found"),
     });
     let applier = Applier::new(client);
-    let status = applier.knative_service_status("kl-acme", "hello").await.unwrap().unwrap();
+    let status = applier
+        .knative_service_status("kl-acme", "hello")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.readiness, Readiness::Ready);
-    assert_eq!(status.url.as_deref(), Some("http://hello.kl-acme.svc.cluster.local"));
-    assert_eq!(applier.knative_service_status("kl-acme", "gone").await.unwrap(), None);
+    assert_eq!(
+        status.url.as_deref(),
+        Some("http://hello.kl-acme.svc.cluster.local")
+    );
+    assert_eq!(
+        applier.knative_service_status("kl-acme", "gone").await.unwrap(),
+        None
+    );
     drop(applier);
     let lines: Vec<String> = requests.await.unwrap().iter().map(Recorded::line).collect();
     assert_eq!(
@@ -333,7 +387,12 @@ async fn removing_a_function_deletes_its_service_and_event_sources_even_if_alrea
         ]
     );
     for r in &requests[1..] {
-        assert!(r.uri.contains("labelSelector=knative-lambda.io%2Ffunction%3Dhello"), "{}", r.uri);
+        assert!(
+            r.uri
+                .contains("labelSelector=knative-lambda.io%2Ffunction%3Dhello"),
+            "{}",
+            r.uri
+        );
     }
 }
 
@@ -341,8 +400,10 @@ async fn removing_a_function_deletes_its_service_and_event_sources_even_if_alrea
 async fn removing_a_tenant_deletes_its_namespace_and_a_forbidden_delete_is_reported() {
     let (client, requests) = fake::client(|r| {
         if r.path() == "/api/v1/namespaces/kl-acme" {
-            ok(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kl-acme"},
-                      "status": {"phase": "Terminating"}}))
+            ok(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kl-acme"},
+                      "status": {"phase": "Terminating"}}),
+            )
         } else {
             status(403, "Forbidden", "namespaces \"kl-beta\" is forbidden")
         }
@@ -351,8 +412,17 @@ async fn removing_a_tenant_deletes_its_namespace_and_a_forbidden_delete_is_repor
     applier.delete_tenant("acme").await.unwrap();
     let err = applier.delete_tenant("beta").await.unwrap_err();
     assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("delete Namespace kl-beta: forbidden"), "{err}");
+    assert!(
+        err.to_string().starts_with("delete Namespace kl-beta: forbidden"),
+        "{err}"
+    );
     drop(applier);
     let lines: Vec<String> = requests.await.unwrap().iter().map(Recorded::line).collect();
-    assert_eq!(lines, ["DELETE /api/v1/namespaces/kl-acme", "DELETE /api/v1/namespaces/kl-beta"]);
+    assert_eq!(
+        lines,
+        [
+            "DELETE /api/v1/namespaces/kl-acme",
+            "DELETE /api/v1/namespaces/kl-beta"
+        ]
+    );
 }

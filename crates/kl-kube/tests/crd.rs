@@ -17,7 +17,9 @@ use kube::CustomResourceExt;
 use validate::{Outcome, validate_core};
 
 fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/crds")
+        .join(file)
 }
 
 const CRD_FILE: &str = "lambdafunctions.knative-lambda.io.yaml";
@@ -43,7 +45,10 @@ fn the_committed_crd_is_the_generated_one() {
 #[test]
 fn the_crd_is_namespaced_with_status_and_the_printer_columns() {
     let crd: CustomResourceDefinition = LambdaFunction::crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("lambdafunctions.knative-lambda.io"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("lambdafunctions.knative-lambda.io")
+    );
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.short_names, Some(vec!["lf".to_owned()]));
     let version = &crd.spec.versions[0];

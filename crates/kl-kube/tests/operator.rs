@@ -87,7 +87,9 @@ fn empty_cluster(r: &Recorded) -> (u16, String) {
 #[tokio::test]
 async fn the_first_pass_only_adds_the_finalizer() {
     let (client, requests) = fake::client(empty_cluster);
-    let action = reconcile(Arc::new(lf(image(), &[], false)), context(client)).await.unwrap();
+    let action = reconcile(Arc::new(lf(image(), &[], false)), context(client))
+        .await
+        .unwrap();
     assert_eq!(action, Action::await_change());
     let requests = requests.await.unwrap();
     assert_eq!(requests.len(), 1);
@@ -116,7 +118,11 @@ async fn a_prebuilt_image_is_applied_and_the_status_written_with_the_generation(
             format!("PATCH {LF_PATH}/status"),
         ]
     );
-    assert!(requests[1].uri.ends_with("?&force=true&fieldManager=knative-lambda"));
+    assert!(
+        requests[1]
+            .uri
+            .ends_with("?&force=true&fieldManager=knative-lambda")
+    );
     assert_eq!(
         requests[1].json()["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/kl/acme/hello@sha256:aa"
@@ -183,7 +189,10 @@ async fn a_refused_apply_fails_the_pass_without_writing_a_status() {
     let err = reconcile(Arc::new(lf(image(), &[FINALIZER], false)), context(client))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("apply Service kl-acme/hello: forbidden"), "{err}");
+    assert!(
+        err.to_string().contains("apply Service kl-acme/hello: forbidden"),
+        "{err}"
+    );
     let lines: Vec<String> = requests.await.unwrap().iter().map(Recorded::line).collect();
     assert_eq!(lines, [format!("GET {KSVC_PATH}"), format!("PATCH {KSVC_PATH}")]);
 }

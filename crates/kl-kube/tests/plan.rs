@@ -83,7 +83,14 @@ fn kinds(objects: &[Object]) -> Vec<(&'static str, String)> {
 #[test]
 fn a_prebuilt_image_is_served_directly_with_its_triggers() {
     let lf = image_function();
-    let p = plan(&lf, &Observed { build: None, service: None }, &settings());
+    let p = plan(
+        &lf,
+        &Observed {
+            build: None,
+            service: None,
+        },
+        &settings(),
+    );
     assert_eq!(
         kinds(&p.apply),
         [
@@ -92,23 +99,43 @@ fn a_prebuilt_image_is_served_directly_with_its_triggers() {
             ("PingSource", "nightly".to_owned())
         ]
     );
-    let Object::KnativeService(ksvc) = &p.apply[0] else { panic!() };
+    let Object::KnativeService(ksvc) = &p.apply[0] else {
+        panic!()
+    };
     let ksvc = serde_json::to_value(ksvc).unwrap();
     let template = &ksvc["spec"]["template"];
-    assert_eq!(template["metadata"]["name"], "hello-00002", "revision = generation");
-    assert_eq!(template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"], "1");
-    assert_eq!(template["metadata"]["annotations"]["autoscaling.knative.dev/target"], "50");
+    assert_eq!(
+        template["metadata"]["name"], "hello-00002",
+        "revision = generation"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
+        "1"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["autoscaling.knative.dev/target"],
+        "50"
+    );
     assert_eq!(template["spec"]["containerConcurrency"], 10);
     let container = &template["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.example.com/kl/acme/hello@sha256:aa");
     assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
     let env = container["env"].as_array().unwrap();
     assert!(env.contains(&json!({"name": "MODE", "value": "prod"})));
-    assert!(env.iter().any(|e| e["valueFrom"]["secretKeyRef"]["name"] == "stripe"));
+    assert!(
+        env.iter()
+            .any(|e| e["valueFrom"]["secretKeyRef"]["name"] == "stripe")
+    );
 
     assert_eq!(p.status.observed_generation, Some(2));
-    assert_eq!(condition(&p.status, READY), ("Unknown".into(), "Deploying".into()));
-    assert_eq!(p.status.image.as_deref(), Some("registry.example.com/kl/acme/hello@sha256:aa"));
+    assert_eq!(
+        condition(&p.status, READY),
+        ("Unknown".into(), "Deploying".into())
+    );
+    assert_eq!(
+        p.status.image.as_deref(),
+        Some("registry.example.com/kl/acme/hello@sha256:aa")
+    );
     assert_eq!(p.status.build_job, None);
     assert_eq!(p.requeue, Some(POLL));
 }
@@ -121,12 +148,32 @@ fn ready_is_reported_only_for_the_current_revision() {
         url: Some("http://hello.kl-acme.svc.cluster.local".into()),
         latest_ready_revision: Some(revision.into()),
     };
-    let current = plan(&lf, &Observed { build: None, service: Some(serving("hello-00002")) }, &settings());
-    assert_eq!(condition(&current.status, READY), ("True".into(), "Serving".into()));
-    assert_eq!(current.status.url.as_deref(), Some("http://hello.kl-acme.svc.cluster.local"));
+    let current = plan(
+        &lf,
+        &Observed {
+            build: None,
+            service: Some(serving("hello-00002")),
+        },
+        &settings(),
+    );
+    assert_eq!(
+        condition(&current.status, READY),
+        ("True".into(), "Serving".into())
+    );
+    assert_eq!(
+        current.status.url.as_deref(),
+        Some("http://hello.kl-acme.svc.cluster.local")
+    );
     assert_eq!(current.requeue, None);
 
-    let previous = plan(&lf, &Observed { build: None, service: Some(serving("hello-00001")) }, &settings());
+    let previous = plan(
+        &lf,
+        &Observed {
+            build: None,
+            service: Some(serving("hello-00001")),
+        },
+        &settings(),
+    );
     assert_eq!(condition(&previous.status, READY).0, "Unknown");
     assert_eq!(previous.status.url, None);
 
@@ -138,8 +185,18 @@ fn ready_is_reported_only_for_the_current_revision() {
         url: None,
         latest_ready_revision: None,
     };
-    let p = plan(&lf, &Observed { build: None, service: Some(failed) }, &settings());
-    assert_eq!(condition(&p.status, READY), ("False".into(), "RevisionFailed".into()));
+    let p = plan(
+        &lf,
+        &Observed {
+            build: None,
+            service: Some(failed),
+        },
+        &settings(),
+    );
+    assert_eq!(
+        condition(&p.status, READY),
+        ("False".into(), "RevisionFailed".into())
+    );
 }
 
 #[test]
@@ -147,29 +204,69 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
     let lf = archive_function();
     let job_name = build_job_name(&lf).unwrap();
 
-    let start = plan(&lf, &Observed { build: Some(BuildState::Absent), service: None }, &settings());
+    let start = plan(
+        &lf,
+        &Observed {
+            build: Some(BuildState::Absent),
+            service: None,
+        },
+        &settings(),
+    );
     assert_eq!(kinds(&start.apply), [("Job", job_name.clone())]);
-    let Object::Job(job) = &start.apply[0] else { panic!() };
+    let Object::Job(job) = &start.apply[0] else {
+        panic!()
+    };
     assert_eq!(job.metadata.namespace.as_deref(), Some("knative-lambda-builds"));
-    let args = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    let args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .args
         .clone()
         .unwrap();
-    assert!(args.contains(&"--context=s3://kl-sources/acme/hello/ctx.tar.gz".to_owned()), "{args:?}");
-    let tag = format!("registry.example.com:5000/kl/acme/hello:{}", job_name.rsplit('-').next().unwrap());
+    assert!(
+        args.contains(&"--context=s3://kl-sources/acme/hello/ctx.tar.gz".to_owned()),
+        "{args:?}"
+    );
+    let tag = format!(
+        "registry.example.com:5000/kl/acme/hello:{}",
+        job_name.rsplit('-').next().unwrap()
+    );
     assert!(args.contains(&format!("--destination={tag}")), "{args:?}");
-    assert_eq!(condition(&start.status, BUILT), ("Unknown".into(), "Building".into()));
+    assert_eq!(
+        condition(&start.status, BUILT),
+        ("Unknown".into(), "Building".into())
+    );
     assert_eq!(start.status.build_job.as_deref(), Some(job_name.as_str()));
     assert_eq!(start.requeue, Some(POLL));
 
-    let running = plan(&lf, &Observed { build: Some(BuildState::Running), service: None }, &settings());
+    let running = plan(
+        &lf,
+        &Observed {
+            build: Some(BuildState::Running),
+            service: None,
+        },
+        &settings(),
+    );
     assert!(running.apply.is_empty());
     assert_eq!(running.requeue, Some(POLL));
 
     let built = BuildState::Ended(BuildOutcome::Succeeded {
         digest: Some("sha256:4f2a".into()),
     });
-    let done = plan(&lf, &Observed { build: Some(built), service: None }, &settings());
+    let done = plan(
+        &lf,
+        &Observed {
+            build: Some(built),
+            service: None,
+        },
+        &settings(),
+    );
     assert_eq!(kinds(&done.apply), [("Service", "hello".to_owned())]);
     let image = "registry.example.com:5000/kl/acme/hello@sha256:4f2a";
     assert_eq!(done.status.image.as_deref(), Some(image));
@@ -180,7 +277,14 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
     // The Job is garbage-collected an hour later: the recorded image stands, no rebuild.
     let mut later = lf.clone();
     later.status = Some(done.status.clone());
-    let after_ttl = plan(&later, &Observed { build: Some(BuildState::Absent), service: None }, &settings());
+    let after_ttl = plan(
+        &later,
+        &Observed {
+            build: Some(BuildState::Absent),
+            service: None,
+        },
+        &settings(),
+    );
     assert_eq!(kinds(&after_ttl.apply), [("Service", "hello".to_owned())]);
     assert_eq!(after_ttl.status.image.as_deref(), Some(image));
 }
@@ -191,28 +295,64 @@ fn a_failed_build_is_reported_and_nothing_is_applied_until_the_spec_changes() {
         reason: "BackoffLimitExceeded".into(),
         message: "Job has reached the specified backoff limit".into(),
     });
-    let p = plan(&archive_function(), &Observed { build: Some(failed), service: None }, &settings());
+    let p = plan(
+        &archive_function(),
+        &Observed {
+            build: Some(failed),
+            service: None,
+        },
+        &settings(),
+    );
     assert!(p.apply.is_empty());
-    assert_eq!(condition(&p.status, BUILT), ("False".into(), "BuildFailed".into()));
-    assert_eq!(condition(&p.status, READY), ("False".into(), "BuildFailed".into()));
+    assert_eq!(
+        condition(&p.status, BUILT),
+        ("False".into(), "BuildFailed".into())
+    );
+    assert_eq!(
+        condition(&p.status, READY),
+        ("False".into(), "BuildFailed".into())
+    );
     let message = &p.status.conditions[0].message;
-    assert!(message.contains("BackoffLimitExceeded") && message.contains("knative-lambda-builds/hello-build-"), "{message}");
+    assert!(
+        message.contains("BackoffLimitExceeded") && message.contains("knative-lambda-builds/hello-build-"),
+        "{message}"
+    );
     assert_eq!(p.requeue, None);
 }
 
 #[test]
 fn git_and_s3_sources_become_kaniko_contexts() {
     for (source, context) in [
-        (json!({"s3": "s3://bucket/ctx.tar.gz"}), "--context=s3://bucket/ctx.tar.gz"),
+        (
+            json!({"s3": "s3://bucket/ctx.tar.gz"}),
+            "--context=s3://bucket/ctx.tar.gz",
+        ),
         (
             json!({"git": {"repo": "https://github.com/acme/hello.git", "ref": "refs/heads/main"}}),
             "--context=git://github.com/acme/hello.git#refs/heads/main",
         ),
     ] {
         let lf = function("kl-acme", 1, json!({"source": source, "runtime": "go"}));
-        let p = plan(&lf, &Observed { build: Some(BuildState::Absent), service: None }, &settings());
-        let Object::Job(job) = &p.apply[0] else { panic!("{:?}", p.status) };
-        let args = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        let p = plan(
+            &lf,
+            &Observed {
+                build: Some(BuildState::Absent),
+                service: None,
+            },
+            &settings(),
+        );
+        let Object::Job(job) = &p.apply[0] else {
+            panic!("{:?}", p.status)
+        };
+        let args = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
             .args
             .clone()
             .unwrap();
@@ -223,8 +363,16 @@ fn git_and_s3_sources_become_kaniko_contexts() {
 #[test]
 fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
     let cases = [
-        ("default", json!({"source": {"image": "r/x@sha256:aa"}, "runtime": "python"}), "not a tenant's"),
-        ("kl-acme", json!({"source": {}, "runtime": "python"}), "exactly one of"),
+        (
+            "default",
+            json!({"source": {"image": "r/x@sha256:aa"}, "runtime": "python"}),
+            "not a tenant's",
+        ),
+        (
+            "kl-acme",
+            json!({"source": {}, "runtime": "python"}),
+            "exactly one of",
+        ),
         (
             "kl-acme",
             json!({"source": {"image": "r/x@sha256:aa", "s3": "s3://b/k"}, "runtime": "python"}),
@@ -235,8 +383,16 @@ fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
             json!({"source": {"inline": {"filename": "main.py", "code": "def handler(e, c): pass"}}, "runtime": "python"}),
             "cannot build inline code",
         ),
-        ("kl-acme", json!({"source": {"s3": "http://b/k"}, "runtime": "python"}), "write s3://"),
-        ("kl-acme", json!({"source": {"git": {"repo": "git@github.com:a/b", "ref": "main"}}, "runtime": "go"}), "https://"),
+        (
+            "kl-acme",
+            json!({"source": {"s3": "http://b/k"}, "runtime": "python"}),
+            "write s3://",
+        ),
+        (
+            "kl-acme",
+            json!({"source": {"git": {"repo": "git@github.com:a/b", "ref": "main"}}, "runtime": "go"}),
+            "https://",
+        ),
         (
             "kl-acme",
             json!({"source": {"image": "r/x@sha256:aa"}, "runtime": "python", "env": [{"name": "A"}]}),
@@ -262,13 +418,27 @@ fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
     ];
     for (namespace, spec, expected) in cases {
         let lf = function(namespace, 1, spec.clone());
-        let p = plan(&lf, &Observed { build: Some(BuildState::Absent), service: None }, &settings());
+        let p = plan(
+            &lf,
+            &Observed {
+                build: Some(BuildState::Absent),
+                service: None,
+            },
+            &settings(),
+        );
         assert!(p.apply.is_empty(), "{spec}");
         assert_eq!(p.requeue, None);
         let (status, reason) = condition(&p.status, READY);
-        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{spec}");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{spec}"
+        );
         let message = &p.status.conditions[0].message;
-        assert!(message.contains(expected), "{spec}: {message:?} lacks {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{spec}: {message:?} lacks {expected:?}"
+        );
     }
 }
 

@@ -457,7 +457,11 @@ pub struct ExportK8sArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// Registry and path images are pushed to: `<registry>/<tenant>/<function>:<revision>`.
-    #[arg(long, env = "KL_REGISTRY", default_value = "registry.example.com/knative-lambda")]
+    #[arg(
+        long,
+        env = "KL_REGISTRY",
+        default_value = "registry.example.com/knative-lambda"
+    )]
     pub registry: String,
 }
 

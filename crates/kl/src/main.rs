@@ -53,7 +53,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Access(command) => cmd::access(&client, command).await,
                 Command::Eventing(command) => cmd::eventing(&client, command).await,
                 Command::Cost(command) => cmd::cost::cost(&client, command).await,
-                Command::Server(_) | Command::Quickstart(_) | Command::Operator(_) => unreachable!("handled above"),
+                Command::Server(_) | Command::Quickstart(_) | Command::Operator(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

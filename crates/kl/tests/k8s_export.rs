@@ -40,7 +40,9 @@ fn validate_all(docs: &[Value]) {
     let (mut core, mut knative): (Vec<PathBuf>, Vec<PathBuf>) = (Vec::new(), Vec::new());
     for (i, doc) in docs.iter().enumerate() {
         let (kind, _, name) = kind_name(doc);
-        let path = dir.path().join(format!("{i:03}-{}-{name}.yaml", kind.to_lowercase()));
+        let path = dir
+            .path()
+            .join(format!("{i:03}-{}-{name}.yaml", kind.to_lowercase()));
         std::fs::write(&path, serde_yaml::to_string(doc).unwrap()).unwrap();
         let api_version = doc["apiVersion"].as_str().unwrap();
         if api_version.contains(".knative.dev/") {
@@ -66,10 +68,32 @@ async fn export_k8s_prints_the_platform_as_valid_deterministic_objects() {
         .deploy(&fixture("py-hello"), &["--tenant", "acme", "--name", "hello"])
         .await;
     for args in [
-        &["trigger", "create", "orders", "--tenant", "acme", "--function", "hello",
-          "--filter", "type=com.example.order", "--filter", "subject=suffix:.png"][..],
-        &["trigger", "create", "nightly", "--tenant", "acme", "--function", "hello",
-          "--schedule", "0 3 * * *", "--data", "{\"task\": \"report\"}"][..],
+        &[
+            "trigger",
+            "create",
+            "orders",
+            "--tenant",
+            "acme",
+            "--function",
+            "hello",
+            "--filter",
+            "type=com.example.order",
+            "--filter",
+            "subject=suffix:.png",
+        ][..],
+        &[
+            "trigger",
+            "create",
+            "nightly",
+            "--tenant",
+            "acme",
+            "--function",
+            "hello",
+            "--schedule",
+            "0 3 * * *",
+            "--data",
+            "{\"task\": \"report\"}",
+        ][..],
     ] {
         let out = server.kl(args).await;
         assert!(out.status.success(), "{}", text(&out));
@@ -79,13 +103,16 @@ async fn export_k8s_prints_the_platform_as_valid_deterministic_objects() {
     let first = server.kl(&export).await;
     assert!(first.status.success(), "{}", text(&first));
     let second = server.kl(&export).await;
-    assert_eq!(stdout(&first), stdout(&second), "two exports of the same state differ");
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "two exports of the same state differ"
+    );
 
     let docs = documents(&stdout(&first));
     let found: Vec<(String, String, String)> = docs.iter().map(kind_name).collect();
-    let has = |kind: &str, ns: &str, name: &str| {
-        found.contains(&(kind.to_owned(), ns.to_owned(), name.to_owned()))
-    };
+    let has =
+        |kind: &str, ns: &str, name: &str| found.contains(&(kind.to_owned(), ns.to_owned(), name.to_owned()));
     for (kind, ns, name) in [
         ("Namespace", "", "kl-acme"),
         ("Namespace", "", "kl-default"),

@@ -14,9 +14,12 @@ use kl_k8s::Object;
 pub const KUBERNETES_VERSION: &str = "1.33";
 
 /// `shared/schemas`, next to the checkout (`../shared` of the repository root, in CI and in
-/// worktrees alike).
+/// worktrees alike), or `KL_SCHEMAS_DIR` for a checkout elsewhere.
 pub fn schemas_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/schemas")
+    match std::env::var_os("KL_SCHEMAS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/schemas"),
+    }
 }
 
 /// What a validator run found.

@@ -26,7 +26,8 @@ impl Recorded {
 
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{} {}: body is not JSON: {e}", self.method, self.uri))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{} {}: body is not JSON: {e}", self.method, self.uri))
     }
 
     /// `METHOD path`, for compact assertions.
