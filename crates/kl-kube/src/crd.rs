@@ -24,14 +24,12 @@ pub fn crd_yaml() -> String {
     shortname = "lf",
     namespaced,
     status = "LambdaFunctionStatus",
-    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtime"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    // Raw JSON: the structured `printcolumn(...)` form repeats `type_ = "string"`, which
+    // clippy takes for a duplicated attribute.
+    printcolumn = r#"{"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LambdaFunctionSpec {
