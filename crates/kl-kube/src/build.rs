@@ -46,9 +46,9 @@ pub fn job_outcome(job: &Job) -> Option<BuildOutcome> {
 }
 
 impl Applier {
-    /// Applies a build Job, waits for it to end, then passes its log to `log` line by line and
-    /// returns the outcome, with the pushed digest on success. Waits without a deadline of its
-    /// own: the Job's `activeDeadlineSeconds` bounds it.
+    /// Applies a build Job, watches it until it ends, then streams its pod's log to `log` line
+    /// by line (after the end, not live) and returns the outcome, with the pushed digest on
+    /// success. Waits without a deadline of its own: the Job's `activeDeadlineSeconds` bounds it.
     pub async fn run_build(&self, job: &Job, mut log: impl FnMut(&str)) -> Result<BuildOutcome, KubeError> {
         self.apply(&Object::Job(Box::new(job.clone()))).await?;
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
