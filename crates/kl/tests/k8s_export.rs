@@ -1,7 +1,8 @@
 //! `kl export k8s` against a real server: a tenant with a deployed function, a filter trigger
 //! and a schedule trigger becomes Kubernetes and Knative objects that pass strict schema
 //! validation, byte-identical from one run to the next; `--tenant` narrows it; a missing
-//! tenant fails with the server's message and prints nothing.
+//! tenant fails with the server's message and prints nothing. `kl export crd` prints the
+//! committed LambdaFunction CRD.
 
 mod support;
 
@@ -158,4 +159,20 @@ async fn export_k8s_prints_the_platform_as_valid_deterministic_objects() {
     assert!(!missing.status.success());
     assert_eq!(stdout(&missing), "");
     assert!(text(&missing).contains("nope"), "{}", text(&missing));
+}
+
+#[tokio::test]
+async fn export_crd_prints_the_committed_lambdafunction_crd() {
+    let out = tokio::process::Command::new(support::KL)
+        .args(["export", "crd"])
+        .output()
+        .await
+        .expect("kl runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/crds/lambdafunctions.knative-lambda.io.yaml"),
+    )
+    .unwrap();
+    assert_eq!(stdout(&out), committed);
 }
