@@ -1,11 +1,16 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
+mod environments;
 mod events;
+mod secrets;
 
 pub use events::{
     CreateTrigger, DeadLetterList, DeadLetterView, EventsAccepted, InvocationAccepted, InvocationState,
     InvocationView, Rollback, ServingChanged, TriggerList, TriggerView, Uploaded,
 };
+
+pub use environments::{CreateEnvironment, EnvironmentList, EnvironmentView, Promote, Promoted};
+pub use secrets::{KeyRotated, PutSecret, SecretList, SecretSet, SecretView};
 
 use chrono::{DateTime, Utc};
 use kl_core::{ByteQuantity, CpuQuantity, FunctionSpec, Role, Runtime, TenantSpec};

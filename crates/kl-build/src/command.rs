@@ -24,7 +24,9 @@ pub(crate) async fn run(step: &str, cmd: &mut Command, log: &BuildLog) -> Result
     let shown = format!("{:?}", cmd.as_std()).replace('"', "");
     log.line(step);
     log.command(&shown);
-    cmd.stdin(std::process::Stdio::null())
+    // Build steps run the user's code (setup.py, npm scripts): never with the platform's key.
+    cmd.env_remove(kl_core::secret::SECRETS_KEY_ENV)
+        .stdin(std::process::Stdio::null())
         .stdout(log.stdio()?)
         .stderr(log.stdio()?)
         .process_group(0)

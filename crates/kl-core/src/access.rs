@@ -95,6 +95,14 @@ pub enum Action {
     ManageTriggers,
     /// Read triggers, dead letters, async invocation results, and follow the event stream.
     ReadEvents,
+    /// Create, replace and delete a tenant's secrets (values go in, never out).
+    ManageSecrets,
+    /// List a tenant's secrets: names, keys, versions, never values.
+    ReadSecrets,
+    /// Re-encrypt every secret under a new platform key.
+    RotateSecretsKey,
+    /// Create and delete a tenant's environments (shares of its quotas).
+    ManageEnvironments,
 }
 
 impl Action {
@@ -109,6 +117,7 @@ impl Action {
                 | Action::ReadFunctions
                 | Action::ReadLogs
                 | Action::ReadEvents
+                | Action::ReadSecrets
         )
     }
 
@@ -116,7 +125,7 @@ impl Action {
     fn is_platform(self) -> bool {
         matches!(
             self,
-            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit
+            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit | Action::RotateSecretsKey
         )
     }
 
@@ -136,6 +145,10 @@ impl Action {
             Action::PublishEvents => "publish events",
             Action::ManageTriggers => "manage triggers",
             Action::ReadEvents => "read events",
+            Action::ManageSecrets => "manage secrets",
+            Action::ReadSecrets => "read secrets",
+            Action::RotateSecretsKey => "rotate the secrets key",
+            Action::ManageEnvironments => "manage environments",
         }
     }
 }
@@ -174,7 +187,10 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
     if own_tenant.is_none() || target != own_tenant {
         return Decision::NotFound;
     }
-    let members = matches!(action, Action::ManageTokens | Action::ReadTokens);
+    let members = matches!(
+        action,
+        Action::ManageTokens | Action::ReadTokens | Action::ManageEnvironments
+    );
     let allowed = match role {
         Role::TenantAdmin => true,
         Role::Developer => !members,
@@ -192,7 +208,7 @@ pub fn authorize(role: Role, own_tenant: Option<&str>, action: Action, target: O
 mod tests {
     use super::*;
 
-    const TENANT_ACTIONS: [Action; 10] = [
+    const TENANT_ACTIONS: [Action; 12] = [
         Action::ReadTenant,
         Action::ManageTokens,
         Action::Deploy,
@@ -203,6 +219,8 @@ mod tests {
         Action::PublishEvents,
         Action::ManageTriggers,
         Action::ReadEvents,
+        Action::ManageSecrets,
+        Action::ReadSecrets,
     ];
 
     #[test]
@@ -210,11 +228,11 @@ mod tests {
         use Decision::{Allow as A, Forbidden as F};
         // Columns follow TENANT_ACTIONS.
         let expected = [
-            (Role::Admin, [A, A, A, A, A, A, A, A, A, A]),
-            (Role::Operator, [A, F, F, A, F, F, A, F, F, A]),
-            (Role::TenantAdmin, [A, A, A, A, A, A, A, A, A, A]),
-            (Role::Developer, [A, F, A, A, A, A, A, A, A, A]),
-            (Role::Viewer, [A, F, F, A, F, F, A, F, F, A]),
+            (Role::Admin, [A, A, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Operator, [A, F, F, A, F, F, A, F, F, A, F, A]),
+            (Role::TenantAdmin, [A, A, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Developer, [A, F, A, A, A, A, A, A, A, A, A, A]),
+            (Role::Viewer, [A, F, F, A, F, F, A, F, F, A, F, A]),
         ];
         for (role, row) in expected {
             let own = (!role.is_platform()).then_some("acme");
@@ -246,7 +264,12 @@ mod tests {
 
     #[test]
     fn platform_actions_belong_to_platform_roles() {
-        for action in [Action::ManageTenants, Action::ReadAllTenants, Action::ReadAudit] {
+        for action in [
+            Action::ManageTenants,
+            Action::ReadAllTenants,
+            Action::ReadAudit,
+            Action::RotateSecretsKey,
+        ] {
             assert_eq!(authorize(Role::Admin, None, action, None), Decision::Allow);
             for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
                 assert_eq!(authorize(role, Some("acme"), action, None), Decision::Forbidden);
@@ -273,6 +296,19 @@ mod tests {
         assert_eq!(read(Role::TenantAdmin), Decision::Allow);
         assert_eq!(read(Role::Developer), Decision::Forbidden);
         assert_eq!(read(Role::Viewer), Decision::Forbidden);
+    }
+
+    #[test]
+    fn only_tenant_admins_manage_environments() {
+        let manage = |role: Role| {
+            let own = (!role.is_platform()).then_some("acme");
+            authorize(role, own, Action::ManageEnvironments, Some("acme"))
+        };
+        assert_eq!(manage(Role::Admin), Decision::Allow);
+        assert_eq!(manage(Role::TenantAdmin), Decision::Allow);
+        for role in [Role::Operator, Role::Developer, Role::Viewer] {
+            assert_eq!(manage(role), Decision::Forbidden, "{role}");
+        }
     }
 
     #[test]

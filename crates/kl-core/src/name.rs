@@ -8,6 +8,8 @@ use thiserror::Error;
 pub const MAX_FUNCTION_NAME: usize = 48;
 /// Longest tenant name: 63 minus room for a namespace prefix.
 pub const MAX_TENANT_NAME: usize = 40;
+/// Longest secret name: 63 minus room for the Kubernetes Secret's `kl-secret-` prefix.
+pub const MAX_SECRET_NAME: usize = 48;
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -38,6 +40,12 @@ pub fn validate_function_name(name: &str) -> Result<(), NameError> {
 /// Checks a tenant name (DNS-1035 label, at most [`MAX_TENANT_NAME`] characters).
 pub fn validate_tenant_name(name: &str) -> Result<(), NameError> {
     validate_label("tenant", name, MAX_TENANT_NAME)
+}
+
+/// Checks a secret name (DNS-1035 label, at most [`MAX_SECRET_NAME`] characters): it names a
+/// folder in the sandbox and a Kubernetes Secret.
+pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
+    validate_label("secret", name, MAX_SECRET_NAME)
 }
 
 fn validate_label(kind: &'static str, name: &str, max: usize) -> Result<(), NameError> {

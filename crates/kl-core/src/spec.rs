@@ -13,6 +13,7 @@ use crate::quantity::{
     QuantityError, format_cpu, format_duration, format_memory, parse_cpu, parse_duration, parse_memory,
 };
 use crate::scheduling::{PriorityClass, PriorityError};
+use crate::secret::{SecretError, SecretKeyRef, SecretUse};
 use crate::tenant::RateSpec;
 
 /// A language runtime a function can be written in.
@@ -112,12 +113,22 @@ pub struct FunctionSettings {
     /// The autoscaler's settings (Knative KPA names), over the platform's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalerConfig>,
+    /// Secrets mounted read-only as files (`/var/run/secrets/kl/NAME/KEY`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Environment variables taken from secret keys: `VAR: NAME.KEY`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretKeyRef>,
 }
 
 impl FunctionSettings {
     /// Layers `top` over `self`: fields set in `top` win; env maps merge, `top` winning.
     pub fn overlay(mut self, top: FunctionSettings) -> FunctionSettings {
         self.env.extend(top.env);
+        self.secret_env.extend(top.secret_env);
+        self.secrets.extend(top.secrets);
+        self.secrets.sort_unstable();
+        self.secrets.dedup();
         FunctionSettings {
             name: top.name.or(self.name),
             runtime: top.runtime.or(self.runtime),
@@ -136,6 +147,8 @@ impl FunctionSettings {
                 (Some(base), Some(top)) => Some(base.overlay(top)),
                 (base, top) => top.or(base),
             },
+            secrets: self.secrets,
+            secret_env: self.secret_env,
         }
     }
 
@@ -150,6 +163,18 @@ impl FunctionSettings {
         };
         for key in self.env.keys() {
             validate_env_name(key)?;
+        }
+        for (var, from) in &self.secret_env {
+            validate_env_name(var)?;
+            if self.env.contains_key(var) {
+                return Err(SpecError::EnvTwice {
+                    var: var.clone(),
+                    secret: from.clone(),
+                });
+            }
+        }
+        for name in &self.secrets {
+            crate::name::validate_secret_name(name).map_err(SecretError::from)?;
         }
         let memory_bytes = match &self.memory {
             Some(m) => parse_memory(m)?,
@@ -225,6 +250,10 @@ impl FunctionSettings {
             priority: PriorityClass::effective(limits.max_priority, self.priority)?,
             min_scale,
             autoscaling,
+            secrets: SecretUse {
+                env: self.secret_env.clone(),
+                files: self.secrets.clone(),
+            },
         })
     }
 }
@@ -303,6 +332,9 @@ pub struct FunctionSpec {
     /// The function's own autoscaler settings; the platform's defaults fill the rest.
     #[serde(default, skip_serializing_if = "is_default")]
     pub autoscaling: AutoscalerConfig,
+    /// The tenant secrets it receives when an instance starts (references, never values).
+    #[serde(default, skip_serializing_if = "SecretUse::is_empty")]
+    pub secrets: SecretUse,
 }
 
 fn is_default(config: &AutoscalerConfig) -> bool {
@@ -344,6 +376,12 @@ pub enum SpecError {
     /// Instance bounds belong at the top level.
     #[error("set concurrency, minScale and maxScale at the top level of the settings, not under autoscaling")]
     AutoscalingBounds,
+    /// A secret name is invalid.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// One environment variable is set both plainly and from a secret.
+    #[error("environment variable {var:?} is set in env and from secret key {secret}: keep one")]
+    EnvTwice { var: String, secret: SecretKeyRef },
     /// The handler does not fit the runtime's form.
     #[error("handler {handler:?} is invalid for {runtime}: {hint}")]
     InvalidHandler {

@@ -235,6 +235,8 @@ pub enum Quota {
     Memory,
     ConcurrentBuilds,
     Storage,
+    /// Secrets per tenant (a platform limit, not part of the tenant's spec).
+    Secrets,
 }
 
 impl Quota {
@@ -246,13 +248,14 @@ impl Quota {
             Quota::Memory => "memory",
             Quota::ConcurrentBuilds => "concurrent builds",
             Quota::Storage => "storage",
+            Quota::Secrets => "secrets",
         }
     }
 
     /// Whether waiting can help (a build finishes, an instance stops) rather than a change
     /// of quota. Transient refusals answer 429, hard ones 403.
     pub fn is_transient(self) -> bool {
-        !matches!(self, Quota::Functions | Quota::Storage)
+        !matches!(self, Quota::Functions | Quota::Storage | Quota::Secrets)
     }
 
     fn format(self, amount: u64) -> String {
@@ -268,6 +271,7 @@ impl Quota {
             Quota::Functions => "delete a function or ask a platform admin to raise the quota",
             Quota::Storage => "delete functions or ask a platform admin to raise the quota",
             Quota::ConcurrentBuilds => "retry when a build finishes",
+            Quota::Secrets => "delete a secret you no longer use",
             Quota::Instances | Quota::Cpu | Quota::Memory => {
                 "retry when an instance stops, or ask a platform admin to raise the quota"
             }

@@ -71,6 +71,8 @@ pub struct RevisionTarget {
     pub uid: u32,
     /// The tenant's egress proxy socket; without it a sandboxed instance has no egress.
     pub egress_socket: Option<PathBuf>,
+    /// Where each new instance gets its secrets (none when the function uses none).
+    pub secrets: Option<Arc<dyn kl_runtime::SecretSource>>,
 }
 
 /// Gateway settings.

@@ -229,6 +229,7 @@ impl RevisionPool {
             gid: self.target.uid,
             read_only: self.target.launch.layers.clone(),
             egress_socket: self.target.egress_socket.clone(),
+            secrets: self.target.secrets.clone(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, LocalObjectReference};
+use k8s_openapi::api::core::v1::{Container, LocalObjectReference, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
@@ -115,6 +115,9 @@ pub struct RevisionSpec {
     /// Request deadline in seconds (our `timeout`, rounded up).
     pub timeout_seconds: u64,
     pub containers: Vec<Container>,
+    /// Secret volumes (the function's secrets as files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// Functions never call the Kubernetes API, so they get no token to steal.
     pub automount_service_account_token: bool,
     /// Thousands of `*_SERVICE_HOST` variables in a busy namespace slow every cold start.

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kl_core::secret::{SECRETS_DIR_ENV, SECRETS_MOUNT};
 use kl_core::{FunctionSpec, format_cpu, format_memory, parse_duration};
 
 use crate::RenderError;
@@ -84,7 +86,20 @@ pub fn render_knative_service(input: &ServiceInput<'_>) -> Result<KnativeService
         })
         .collect();
     let mut seen: BTreeSet<&str> = spec.env.keys().map(String::as_str).collect();
-    for s in input.secrets {
+    // The function's own secret keys (kl.yaml `secretEnv`) come from its tenant's Secrets.
+    let from_spec = spec
+        .secrets
+        .env
+        .iter()
+        .map(|(var, from)| {
+            Ok(SecretEnv {
+                name: var.clone(),
+                secret: names::secret(&from.name)?,
+                key: from.key.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, RenderError>>()?;
+    for s in input.secrets.iter().chain(&from_spec) {
         check_env_name(input.function, &s.name)?;
         if !seen.insert(&s.name) {
             return Err(RenderError::InvalidName {
@@ -113,6 +128,33 @@ pub fn render_knative_service(input: &ServiceInput<'_>) -> Result<KnativeService
     if let Some(secret) = input.pull_secret {
         names::check_subdomain("image pull secret", secret)?;
     }
+    // Secrets as files: each a read-only volume at SECRETS_MOUNT/NAME, as in the sandbox.
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    for name in &spec.secrets.files {
+        let volume = format!("secret-{name}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::secret(name)?),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{SECRETS_MOUNT}/{name}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    if !mounts.is_empty() {
+        env.push(EnvVar {
+            name: SECRETS_DIR_ENV.to_owned(),
+            value: Some(SECRETS_MOUNT.to_owned()),
+            value_from: None,
+        });
+    }
 
     let resources = BTreeMap::from([
         ("cpu".to_owned(), Quantity(format_cpu(spec.cpu_millis))),
@@ -127,6 +169,7 @@ pub fn render_knative_service(input: &ServiceInput<'_>) -> Result<KnativeService
             ..ContainerPort::default()
         }]),
         env: (!env.is_empty()).then_some(env),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         // Requests equal limits: the instance gets exactly what the function asked for, as the
         // local runtime's cgroup gives it, and is billed for that.
         resources: Some(ResourceRequirements {
@@ -189,6 +232,7 @@ pub fn render_knative_service(input: &ServiceInput<'_>) -> Result<KnativeService
                     container_concurrency: spec.concurrency,
                     timeout_seconds: spec.timeout_ms.div_ceil(1000).max(1),
                     containers: vec![container],
+                    volumes,
                     automount_service_account_token: false,
                     enable_service_links: false,
                     priority_class_name: names::priority_class(spec.priority),
@@ -466,6 +510,38 @@ mod tests {
                 tag: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_functions_secrets_come_from_its_tenants_secrets_as_env_and_read_only_volumes() {
+        let mut s = spec(AutoscalerConfig::default());
+        s.secrets
+            .env
+            .insert("DB_PASSWORD".into(), "db.PASSWORD".parse().unwrap());
+        s.secrets.files.push("tls".into());
+        let svc = render_knative_service(&input(&s, &[])).unwrap();
+        let pod = &svc.spec.template.spec;
+        let container = &pod.containers[0];
+        let env = container.env.clone().unwrap();
+        let db = env.iter().find(|e| e.name == "DB_PASSWORD").unwrap();
+        let selector = db.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("kl-secret-db", "PASSWORD")
+        );
+        assert!(
+            env.iter()
+                .any(|e| e.name == "KL_SECRETS_DIR" && e.value.as_deref() == Some("/var/run/secrets/kl"))
+        );
+        assert_eq!(
+            pod.volumes[0].secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("kl-secret-tls")
+        );
+        let mount = &container.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/var/run/secrets/kl/tls", Some(true))
+        );
     }
 
     #[test]

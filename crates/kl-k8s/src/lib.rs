@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | tenant | Namespace, ResourceQuota, LimitRange, NetworkPolicy, Role, RoleBinding | [`tenant`] |
 //! | priority classes | PriorityClass | [`tenant`] |
+//! | tenant secret | Secret (referenced by the Knative Service) | [`secret`] |
 //! | build | Kaniko Job | [`build_job`] |
 //! | revision + traffic | Knative Service | [`knative_service`] |
 //! | platform autoscaling defaults | `knative-serving/config-autoscaler` ConfigMap | [`autoscaler_config`] |
@@ -23,11 +24,12 @@ pub mod eventing;
 pub mod export;
 pub mod knative_service;
 pub mod names;
+pub mod secret;
 pub mod tenant;
 pub mod yaml;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -45,6 +47,7 @@ pub use export::{ExportSettings, FunctionState, TenantState, render_platform};
 pub use knative_service::{
     SecretEnv, ServiceInput, TrafficTarget, autoscaling_annotations, render_knative_service,
 };
+pub use secret::render_secret;
 pub use tenant::{
     PlatformSettings, member_group, render_build_namespace, render_priority_classes, render_tenant,
 };
@@ -126,6 +129,7 @@ pub enum Object {
     ResourceQuota(ResourceQuota),
     LimitRange(LimitRange),
     ConfigMap(ConfigMap),
+    Secret(Secret),
     NetworkPolicy(NetworkPolicy),
     Role(Role),
     RoleBinding(RoleBinding),
@@ -147,6 +151,7 @@ impl Object {
             Object::ResourceQuota(_) => "ResourceQuota",
             Object::LimitRange(_) => "LimitRange",
             Object::ConfigMap(_) => "ConfigMap",
+            Object::Secret(_) => "Secret",
             Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::Role(_) => "Role",
             Object::RoleBinding(_) => "RoleBinding",
@@ -164,7 +169,8 @@ impl Object {
             Object::Namespace(_)
             | Object::ResourceQuota(_)
             | Object::LimitRange(_)
-            | Object::ConfigMap(_) => "v1",
+            | Object::ConfigMap(_)
+            | Object::Secret(_) => "v1",
             Object::PriorityClass(_) => "scheduling.k8s.io/v1",
             Object::NetworkPolicy(_) => "networking.k8s.io/v1",
             Object::Role(_) | Object::RoleBinding(_) => "rbac.authorization.k8s.io/v1",
@@ -191,6 +197,7 @@ impl Object {
             Object::ResourceQuota(o) => &o.metadata,
             Object::LimitRange(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Role(o) => &o.metadata,
             Object::RoleBinding(o) => &o.metadata,

@@ -36,6 +36,14 @@ pub fn namespace(tenant: &str) -> Result<String, RenderError> {
     Ok(format!("{NAMESPACE_PREFIX}{tenant}"))
 }
 
+/// The Kubernetes Secret of tenant secret `name`: `kl-secret-<name>`, prefixed so that it
+/// cannot collide with the Secrets the platform makes itself (pull and object-store
+/// credentials).
+pub fn secret(name: &str) -> Result<String, RenderError> {
+    kl_core::validate_secret_name(name)?;
+    Ok(format!("kl-secret-{name}"))
+}
+
 /// The PriorityClass our class maps to: `kl-high`, `kl-medium`, `kl-low`, `kl-best-effort`.
 /// Prefixed because PriorityClasses are cluster-wide and `high` is a likely name to collide with.
 pub fn priority_class(class: PriorityClass) -> String {

@@ -13,14 +13,15 @@ pub fn apply_order(object: &Object) -> u8 {
         Object::ResourceQuota(_) => 2,
         Object::LimitRange(_) => 3,
         Object::ConfigMap(_) => 4,
-        Object::NetworkPolicy(_) => 5,
-        Object::Role(_) => 6,
-        Object::RoleBinding(_) => 7,
-        Object::Job(_) => 8,
-        Object::KnativeService(_) => 9,
-        Object::Broker(_) => 10,
-        Object::Trigger(_) => 11,
-        Object::PingSource(_) => 12,
+        Object::Secret(_) => 5,
+        Object::NetworkPolicy(_) => 6,
+        Object::Role(_) => 7,
+        Object::RoleBinding(_) => 8,
+        Object::Job(_) => 9,
+        Object::KnativeService(_) => 10,
+        Object::Broker(_) => 11,
+        Object::Trigger(_) => 12,
+        Object::PingSource(_) => 13,
     }
 }
 

@@ -18,7 +18,7 @@ use kl_k8s::{
     BrokerInput, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry,
     SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_autoscaler_config, render_broker,
     render_build_job, render_build_namespace, render_knative_service, render_ping_source,
-    render_priority_classes, render_tenant, render_trigger, to_yaml,
+    render_priority_classes, render_secret, render_tenant, render_trigger, to_yaml,
 };
 use support::validate::{Outcome, validate_core, validate_crds, write_objects};
 
@@ -153,14 +153,23 @@ fn render_all() -> Vec<Object> {
                 activation_scale: Some(2),
                 ..AutoscalerConfig::default()
             }),
+            secrets: vec!["stripe".into()],
             ..FunctionSettings::default()
         },
     );
     let secrets = [SecretEnv {
         name: "STRIPE_KEY".into(),
-        secret: "stripe".into(),
+        secret: kl_k8s::names::secret("stripe").unwrap(),
         key: "api-key".into(),
     }];
+    objects.push(Object::Secret(
+        render_secret(
+            "acme",
+            "stripe",
+            &[("api-key".to_owned(), "sk_test_example".to_owned())].into(),
+        )
+        .unwrap(),
+    ));
     let canary = [
         TrafficTarget {
             revision: 3,
@@ -327,6 +336,7 @@ fn every_kind_we_emit_is_rendered() {
         ("v1", "ResourceQuota"),
         ("v1", "LimitRange"),
         ("v1", "ConfigMap"),
+        ("v1", "Secret"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("rbac.authorization.k8s.io/v1", "Role"),

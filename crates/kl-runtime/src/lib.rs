@@ -6,6 +6,7 @@ mod health;
 mod local;
 mod output;
 pub mod sandbox;
+mod secrets;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use thiserror::Error;
 
 pub use local::{Instance, Isolation, LocalRuntime, LocalRuntimeConfig};
 pub use sandbox::{SandboxConfig, SupportReport, Usage};
+pub use secrets::{InstanceSecrets, SecretFile, SecretSource};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct StartRequest {
     /// The platform's egress proxy (HTTP CONNECT on a unix socket, host path). Without it, the
     /// sandbox has only loopback and all egress fails.
     pub egress_socket: Option<PathBuf>,
+    /// The function's secrets, fetched when the instance starts.
+    pub secrets: Option<std::sync::Arc<dyn SecretSource>>,
 }
 
 /// Resource limits of one instance.
@@ -85,6 +89,9 @@ pub enum RuntimeError {
     /// required part of the sandbox (see [`SupportReport`]); nothing is started unsandboxed.
     #[error("cannot sandbox instances on this machine: {missing}")]
     SandboxUnavailable { missing: String },
+    /// The instance's secrets could not be fetched (e.g. one was deleted); nothing started.
+    #[error("cannot give {revision} its secrets: {reason}")]
+    Secrets { revision: String, reason: String },
     /// The sandbox for this instance could not be prepared (cgroup, folders, program).
     #[error("cannot prepare the sandbox of {revision}: {reason}")]
     Sandbox { revision: String, reason: String },

@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use crate::health::probe;
 use crate::output::{Tail, pump};
 use crate::sandbox::{HostSandbox, Jail, SandboxConfig, Shell, SupportReport, Usage};
-use crate::{Runtime, RuntimeError, StartRequest};
+use crate::secrets::{remove_files, write_files};
+use crate::{InstanceSecrets, Runtime, RuntimeError, StartRequest};
+use kl_core::secret::SECRETS_DIR_ENV;
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
@@ -278,19 +280,35 @@ impl LocalRuntime {
     /// Starts one instance: a plain process, or a shell specialized for `req`.
     async fn start_instance(&self, req: StartRequest) -> Result<Arc<Instance>, RuntimeError> {
         let spawned_at = Instant::now();
-        let (id, mut child, socket, jail) = match &self.sandbox {
+        let secrets = match &req.secrets {
+            Some(source) => source.fetch().await.map_err(|reason| RuntimeError::Secrets {
+                revision: req.revision.clone(),
+                reason,
+            })?,
+            None => InstanceSecrets::default(),
+        };
+        let (id, mut child, socket, jail, secrets_dir) = match &self.sandbox {
             None => {
                 let id = new_id();
                 let (mut cmd, socket) = self.plain_command(&req, &id);
-                let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-                    program: req.launch.program.clone(),
-                    source,
+                let dir = self.config.run_dir.join(format!("{id}.secrets"));
+                cmd.envs(secrets.env.iter().map(|(k, v)| (k, v)));
+                if !secrets.files.is_empty() {
+                    write_files(&dir, &secrets.files, None)?;
+                    cmd.env(SECRETS_DIR_ENV, &dir);
+                }
+                let child = cmd.spawn().map_err(|source| {
+                    remove_files(&dir);
+                    RuntimeError::Spawn {
+                        program: req.launch.program.clone(),
+                        source,
+                    }
                 })?;
-                (id, child, socket, None)
+                (id, child, socket, None, Some(dir))
             }
             Some(sandbox) => {
                 let shell = self.take_shell(sandbox)?;
-                let spec = match sandbox.plan(&req, &shell) {
+                let spec = match sandbox.plan(&req, &shell, &secrets) {
                     Ok(spec) => spec,
                     Err(e) => {
                         let mut shells = self.shells.lock().expect("shells lock");
@@ -304,9 +322,10 @@ impl LocalRuntime {
                 let (child, jail) = sandbox
                     .specialize(shell, spec, &req.limits, &req.revision)
                     .await?;
-                (id, child, jail.socket.clone(), Some(Arc::new(jail)))
+                (id, child, jail.socket.clone(), Some(Arc::new(jail)), None)
             }
         };
+        drop(secrets);
         let pid = child.id().expect("a just-spawned child has a pid");
         let tail = Tail::default();
         let prefix = |stream: &str| format!("{} {id} {stream}", req.revision);
@@ -332,6 +351,9 @@ impl LocalRuntime {
                 }
                 None => status.clone(),
             };
+            if let Some(dir) = &secrets_dir {
+                remove_files(dir);
+            }
             let _ = exit_tx.send(Some(Exit { status, reason }));
             live.lock().expect("live lock").remove(&live_id);
         });

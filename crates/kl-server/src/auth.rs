@@ -118,6 +118,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl AppState {
+    /// The tenant a request on `target` is decided on: the tenant an environment belongs to,
+    /// for that tenant's members (an environment is run as a tenant of its own).
+    async fn decided_on(&self, principal: &Principal, target: Option<&str>) -> Option<String> {
+        let target = target?;
+        if principal.tenant.as_deref().is_some_and(|own| own != target)
+            && let Ok(Some(owner)) = self.store.environment_owner(target).await
+        {
+            return Some(owner);
+        }
+        Some(target.to_owned())
+    }
+
     /// Lets the caller perform `action` on `target` (a tenant, or `None` for platform-wide
     /// actions), or answers 401, 403 or 404 and records the denial.
     pub(crate) async fn authorize(
@@ -135,7 +147,12 @@ impl AppState {
                     "a valid bearer token is required (Authorization: Bearer …; the CLI reads KL_TOKEN or DATA_DIR/admin.token)",
                 ),
             ),
-            Some(p) => match authorize(p.role, p.tenant.as_deref(), action, target) {
+            Some(p) => match authorize(
+                p.role,
+                p.tenant.as_deref(),
+                action,
+                self.decided_on(p, target).await.as_deref(),
+            ) {
                 Decision::Allow => return Ok(p.clone()),
                 Decision::NotFound => (
                     "not-found",

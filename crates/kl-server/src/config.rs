@@ -13,6 +13,8 @@ use kl_runtime::Isolation;
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The metadata store: PostgreSQL at this URL, or the SQLite file in the data dir (`None`).
+    pub db: Option<String>,
     /// Dependency and build cache; defaults to `DATA_DIR/cache`. Safe to share between servers.
     pub cache_dir: Option<PathBuf>,
     pub unpack: UnpackLimits,
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// The autoscaler's platform defaults (Knative's unless set); functions override them.
     pub autoscaling: kl_core::AutoscalerConfig,
+    /// Where uploads, sources and build contexts are kept.
+    pub objects: crate::Objects,
     /// Where accepted events wait for delivery.
     pub bus: Bus,
     /// Size limits on ingested events (413 above them).
@@ -52,12 +56,27 @@ pub struct ServerConfig {
     pub dispatch_concurrency: usize,
     /// Metering and cost: rates, the sampling period, retention.
     pub metering: MeteringConfig,
+    /// What one secret may hold, and how many a tenant keeps.
+    pub secret_limits: kl_core::SecretLimits,
+    /// The secrets keys (`KL_SECRETS_KEY`: base64, comma-separated, current first); without
+    /// them, the key file `DATA_DIR/secrets.key`.
+    pub secrets_key: Option<SecretsKeyText>,
+}
+
+/// Secrets keys as given; `Debug` never shows them.
+#[derive(Clone)]
+pub struct SecretsKeyText(pub String);
+
+impl std::fmt::Debug for SecretsKeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKeyText(<redacted>)")
+    }
 }
 
 /// The durable queue under eventing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bus {
-    /// In the metadata store (SQLite): nothing else to run.
+    /// In the metadata store (SQLite or PostgreSQL): nothing else to run.
     Embedded,
     /// RabbitMQ at `url`, every exchange and queue named under `prefix`.
     Amqp { url: String, prefix: String },
@@ -114,11 +133,15 @@ impl ServerConfig {
             pids_per_instance: 256,
             max_queue: 1000,
             autoscaling: kl_core::AutoscalerConfig::default(),
+            objects: crate::Objects::Local,
             bus: Bus::Embedded,
+            db: None,
             event_limits: kl_events::http_binding::Limits::default(),
             dedupe_window: Duration::from_secs(24 * 3600),
             dispatch_concurrency: 32,
             metering: MeteringConfig::default(),
+            secret_limits: kl_core::SecretLimits::default(),
+            secrets_key: None,
         }
     }
 }
@@ -157,6 +180,9 @@ impl Layout {
     }
     pub fn objects(&self) -> PathBuf {
         self.root.join("objects")
+    }
+    pub fn secrets_key(&self) -> PathBuf {
+        self.root.join("secrets.key")
     }
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin.token")

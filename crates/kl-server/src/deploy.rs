@@ -70,6 +70,15 @@ pub(crate) async fn deploy_archive(
 ) -> Result<DeployAccepted, ApiError> {
     validate_function_name(function).map_err(|e| ApiError::bad_request("InvalidName", e.to_string()))?;
     let (tenant_spec, limits) = state.tenant_limits(tenant).await?;
+    // Its environments hold shares of its quotas: new functions go to one of them, so that
+    // together they never hold more than the tenant.
+    if !state.store.environments(tenant).await?.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TenantHasEnvironments",
+            format!("tenant {tenant:?} has environments: deploy to one of them (kl deploy --env-name ENV)"),
+        ));
+    }
     let digest = hex::encode(Sha256::digest(&archive));
     let staging = tempfile::Builder::new()
         .prefix("upload-")
@@ -77,7 +86,8 @@ pub(crate) async fn deploy_archive(
     unpack(state, archive.clone(), &staging).await?;
     // Fail fast on what can be known before building: language, kl.yaml, limits.
     let root = kl_build::source_root(staging.path())?;
-    state.builder.resolve(&root, &settings, &limits)?;
+    let spec = state.builder.resolve(&root, &settings, &limits)?;
+    crate::secrets::check_uses(state, tenant, &spec.secrets).await?;
     // Hard quotas before the build slot, so a deploy that cannot succeed answers 403, not 429.
     // (The store admits them again, atomically, when it creates the revision.)
     if state.store.function(tenant, function).await.is_err() {
@@ -94,7 +104,7 @@ pub(crate) async fn deploy_archive(
         .tenant_builds
         .claim(tenant, Some(tenant_spec.quotas.concurrent_builds))?;
     let source_bytes = archive.len() as u64;
-    let key = format!("sources/{tenant}/{function}/{digest}.archive");
+    let key = crate::objects::keys::source(tenant, function, &digest);
     // The revision first: it admits the functions and storage quotas, and a refused deploy
     // must store nothing.
     let rev = state
@@ -325,7 +335,7 @@ async fn fetch_source(state: &AppState, rev: &RevisionRecord) -> Result<TempDir,
 async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &std::path::Path) {
     let dir = out.to_path_buf();
     let packed = tokio::task::spawn_blocking(move || kl_build::container_context(&dir)).await;
-    let key = format!("contexts/{}/{}/{}.tar.gz", rev.tenant, rev.function, rev.number);
+    let key = crate::objects::keys::context(&rev.tenant, &rev.function, rev.number);
     let stored = match packed {
         Ok(Ok(bytes)) => state
             .objects
@@ -339,6 +349,28 @@ async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &s
     if let Err(e) = stored {
         tracing::warn!(revision = %rev.name(), error = %e, "cannot store the container build context");
     }
+}
+
+/// Makes a copied revision use the built artifact of the revision it copies: its artifact
+/// folder is a link to that one's (resolved, so links never chain).
+pub(crate) async fn link_artifact(
+    state: &AppState,
+    (tenant, function, number): (&str, &str, i64),
+    to: (&str, &str, i64),
+) -> Result<(), String> {
+    let source = tokio::fs::canonicalize(state.layout.artifact(tenant, function, number))
+        .await
+        .map_err(|e| format!("the artifact of {} is gone: {e}", revision_name(function, number)))?;
+    let link = state.layout.artifact(to.0, to.1, to.2);
+    if let Some(parent) = link.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let _ = tokio::fs::remove_file(&link).await;
+    tokio::fs::symlink(&source, &link)
+        .await
+        .map_err(|e| format!("cannot link {}: {e}", link.display()))
 }
 
 /// The gateway's view of a revision.
@@ -355,6 +387,14 @@ pub(crate) async fn target(
             .map_err(|e| format!("{}: {e}", parent.display()))?;
     }
     let tenant = state.store.tenant(&rev.tenant).await.map_err(|e| e.to_string())?;
+    let secrets = (!spec.secrets.is_empty()).then(|| {
+        Arc::new(crate::secrets::RevisionSecrets {
+            store: state.store.clone(),
+            vault: state.vault.clone(),
+            tenant: rev.tenant.clone(),
+            uses: spec.secrets.clone(),
+        }) as Arc<dyn kl_runtime::SecretSource>
+    });
     Ok(RevisionTarget {
         tenant: rev.tenant.clone(),
         function: rev.function.clone(),
@@ -364,6 +404,7 @@ pub(crate) async fn target(
         log_path,
         uid: tenant.uid,
         egress_socket: state.egress.socket(&rev.tenant),
+        secrets,
     })
 }
 

@@ -1,19 +1,22 @@
 //! `kl server`: the control plane (`/v1`), the gateway (`/fn`), eventing (`/v1/events`,
 //! triggers, dead letters, async invocations) and health (`/healthz`) on one listener, wired to
-//! the embedded defaults: SQLite, a local object store, the broker in the metadata store (or
-//! RabbitMQ) and the local process runtime.
+//! the embedded defaults: SQLite (or PostgreSQL), a local object store (or S3), the broker in
+//! the metadata store (or RabbitMQ) and the local process runtime.
 
 mod auth;
 mod build_slots;
 mod config;
 mod cost;
 mod deploy;
+mod environments;
 mod error;
 mod events;
 mod functions;
 mod invoke;
 mod logs;
+pub mod objects;
 mod quota;
+mod secrets;
 mod state;
 mod tenants;
 mod uploads;
@@ -33,7 +36,8 @@ use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::{Bus, MeteringConfig, ServerConfig};
+pub use config::{Bus, MeteringConfig, SecretsKeyText, ServerConfig};
+pub use objects::Objects;
 use state::AppState;
 
 /// Why the server could not start.
@@ -46,10 +50,13 @@ pub enum ServerError {
     /// The event broker (RabbitMQ with `--bus amqp://…`) could not be reached or set up.
     #[error("cannot open the event broker: {0}")]
     Broker(#[from] BrokerError),
-    #[error("cannot open the object store: {0}")]
-    Objects(#[from] object_store::Error),
+    #[error(transparent)]
+    Objects(#[from] objects::ObjectsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    /// The secrets key is missing, malformed, too widely readable, or does not open a value.
+    #[error("secrets key: {0}")]
+    SecretsKey(String),
     #[error("cannot create the admin token: {0}")]
     Bootstrap(String),
     #[error("server error: {0}")]
@@ -84,15 +91,24 @@ impl Server {
             cache: absolute(&config.cache_dir.clone().unwrap_or_else(|| root.join("cache")))?,
             root,
         };
-        for dir in [&layout.objects(), &layout.staging(), &layout.egress_dir()] {
+        for dir in [&layout.staging(), &layout.egress_dir()] {
             absolute(dir)?;
         }
-        let store = Store::open_sqlite(&layout.db()).await?;
+        let store = match &config.db {
+            Some(url) => Store::open_postgres(url).await?,
+            None => Store::open_sqlite(&layout.db()).await?,
+        };
+        tracing::info!(backend = store.backend_name(), "metadata store open");
+        let vault = secrets::Vault::open(
+            config.secrets_key.as_ref().map(|k| k.0.as_str()),
+            &layout.secrets_key(),
+        )?;
+        secrets::reencrypt(&store, &vault).await?;
         store.ensure_tenant("default").await?;
         auth::bootstrap_admin(&store, &layout.admin_token())
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-        let objects = object_store::local::LocalFileSystem::new_with_prefix(layout.objects())?;
+        let objects = objects::open(&config.objects, &layout.objects()).await?;
         let runtime = LocalRuntime::new(LocalRuntimeConfig {
             run_dir: layout.run_dir(),
             startup_timeout: config.startup_timeout,
@@ -159,7 +175,7 @@ impl Server {
             metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
             cost_metrics: cost::CostMetrics::new(),
             store,
-            objects: Arc::new(objects),
+            objects,
             shutdown: tokio::sync::watch::channel(false).0,
             builder,
             gateway,
@@ -167,6 +183,7 @@ impl Server {
             builds: build_slots::BuildSlots::new(config.build_concurrency),
             promote: tokio::sync::Mutex::new(()),
             tenant_builds: quota::TenantBuilds::default(),
+            vault: Arc::new(vault),
             layout,
             config,
         });
@@ -202,7 +219,7 @@ impl Server {
             tokio::spawn(events::scaling(state.clone())),
             tokio::spawn(cost::run(Arc::downgrade(&state), state.config.metering.interval)),
         ];
-        tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), bus = ?bus_name(&state.config.bus), "kl server listening");
+        tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), store = %state.config.objects, bus = ?bus_name(&state.config.bus), "kl server listening");
         let stopping = state.clone();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
@@ -262,7 +279,25 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(&format!("{fns}/{{function}}/logs"), get(logs::function_log))
         .route(&format!("{fns}/{{function}}/rollback"), post(deploy::rollback))
+        .route(
+            &format!("{fns}/{{function}}/promote"),
+            post(environments::promote),
+        )
+        .route(
+            &format!("{tenant}/environments"),
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            &format!("{tenant}/environments/{{name}}"),
+            axum::routing::delete(environments::delete),
+        )
         .route(&format!("{tenant}/uploads/{{name}}"), put(uploads::put_upload))
+        .route(&format!("{tenant}/secrets"), get(secrets::list))
+        .route(
+            &format!("{tenant}/secrets/{{name}}"),
+            put(secrets::put).delete(secrets::delete),
+        )
+        .route("/v1/admin/rotate-secrets-key", post(secrets::rotate_key))
         .route("/v1/events", post(events::ingest_own))
         .route(&format!("{tenant}/events"), post(events::ingest))
         .route(&format!("{tenant}/events/stream"), get(events::follow))

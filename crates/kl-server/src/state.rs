@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     pub promote: tokio::sync::Mutex<()>,
     /// Builds queued or running per tenant (the concurrent-builds quota).
     pub tenant_builds: crate::quota::TenantBuilds,
+    /// The platform's secrets keys.
+    pub vault: Arc<crate::secrets::Vault>,
     pub layout: Layout,
     pub config: ServerConfig,
     /// The meters of running instances and stored bytes (DESIGN §6).

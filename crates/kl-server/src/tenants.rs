@@ -104,6 +104,7 @@ pub(crate) async fn update(
     state.check_spec(&spec)?;
     let record = state.store.update_tenant(&tenant, &spec).await?;
     state.apply_tenant(&record.name, &record.spec);
+    crate::environments::follow_tenant(&state, &tenant, &record.spec).await?;
     tracing::info!(%tenant, token = %principal.token_id, "tenant updated");
     Ok(Json(tenant_view(&state, record).await?))
 }
@@ -122,6 +123,25 @@ pub(crate) async fn delete(
             StatusCode::CONFLICT,
             "Conflict",
             "the default tenant cannot be deleted",
+        ));
+    }
+    if let Some(owner) = state.store.environment_owner(&tenant).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("tenant {tenant:?} is an environment of tenant {owner:?}: delete it with `kl env rm`"),
+        ));
+    }
+    let environments = state.store.environments(&tenant).await?;
+    if !environments.is_empty() {
+        let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "tenant {tenant:?} still has environment(s) {}; delete them first",
+                names.join(", ")
+            ),
         ));
     }
     state.store.delete_tenant(&tenant).await?;

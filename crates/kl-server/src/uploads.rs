@@ -43,7 +43,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 /// Bytes the tenant keeps under `uploads/`.
 async fn uploaded_bytes(state: &AppState, tenant: &str) -> Result<u64, ApiError> {
-    let prefix = format!("uploads/{tenant}");
+    let prefix = crate::objects::keys::uploads(tenant);
     let sizes: Vec<u64> = state
         .objects
         .list(Some(&prefix.as_str().into()))
@@ -64,7 +64,7 @@ pub(crate) async fn put_upload(
     check_name(&name)?;
     let (spec, _) = state.tenant_limits(&tenant).await?;
     let archive = read_limited(body, state.config.max_upload_bytes).await?;
-    let key = format!("uploads/{tenant}/{name}");
+    let key = crate::objects::keys::upload(&tenant, &name);
     let replaced = match state.objects.head(&key.as_str().into()).await {
         Ok(meta) => meta.size,
         Err(_) => 0,

@@ -29,7 +29,7 @@ impl Store {
         let mut tx = conn.begin().await?;
         for (source, id) in keys {
             let hit: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM accepted_events WHERE tenant = ? AND source = ? AND id = ? AND accepted_at >= ?",
+                "SELECT 1 FROM accepted_events WHERE tenant = $1 AND source = $2 AND id = $3 AND accepted_at >= $4",
             )
             .bind(tenant)
             .bind(source)
@@ -50,10 +50,10 @@ impl Store {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for (source, id) in keys {
             sqlx::query(
-                "INSERT INTO accepted_events (tenant, source, id, accepted_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO accepted_events (tenant, source, id, accepted_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant, source, id) DO UPDATE SET accepted_at = excluded.accepted_at",
             )
             .bind(tenant)
@@ -69,7 +69,7 @@ impl Store {
 
     /// Forgets events accepted before `before`; returns how many.
     pub async fn forget_accepted_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM accepted_events WHERE accepted_at < ?")
+        let done = sqlx::query("DELETE FROM accepted_events WHERE accepted_at < $1")
             .bind(before.timestamp_micros())
             .execute(&self.pool)
             .await?;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use kl_events::delivery::Sink;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, StoreError, now, parse_time};
 
@@ -98,7 +98,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO invocations (id, tenant, function, status, correlation_id, destination, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(tenant)
@@ -115,7 +115,7 @@ impl Store {
     /// Marks an attempt as started; returns the record, `NotFound` if it is gone.
     pub async fn start_invocation(&self, tenant: &str, id: &str) -> Result<InvocationRecord> {
         let done = sqlx::query(
-            "UPDATE invocations SET status = ?, attempts = attempts + 1, started_at = ? WHERE tenant = ? AND id = ?",
+            "UPDATE invocations SET status = $1, attempts = attempts + 1, started_at = $2 WHERE tenant = $3 AND id = $4",
         )
         .bind(InvocationStatus::Running.as_str())
         .bind(now())
@@ -135,18 +135,18 @@ impl Store {
     pub async fn finish_invocation(&self, tenant: &str, id: &str, outcome: &InvocationOutcome) -> Result<()> {
         let finished = (outcome.status != InvocationStatus::Queued).then(now);
         sqlx::query(
-            "UPDATE invocations SET status = ?, status_code = ?, result = ?, result_type = ?, \
-             result_truncated = ?, error = ?, duration_ms = ?, cold_start = ?, finished_at = ? \
-             WHERE tenant = ? AND id = ?",
+            "UPDATE invocations SET status = $1, status_code = $2, result = $3, result_type = $4, \
+             result_truncated = $5, error = $6, duration_ms = $7, cold_start = $8, finished_at = $9 \
+             WHERE tenant = $10 AND id = $11",
         )
         .bind(outcome.status.as_str())
         .bind(outcome.status_code.map(i64::from))
         .bind(outcome.result.as_deref())
         .bind(&outcome.result_type)
-        .bind(outcome.result_truncated)
+        .bind(i64::from(outcome.result_truncated))
         .bind(&outcome.error)
         .bind(i64::try_from(outcome.duration_ms).unwrap_or(i64::MAX))
-        .bind(outcome.cold_start)
+        .bind(i64::from(outcome.cold_start))
         .bind(finished)
         .bind(tenant)
         .bind(id)
@@ -159,7 +159,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT id, tenant, function, status, correlation_id, destination, attempts, status_code, \
              result, result_type, result_truncated, error, duration_ms, cold_start, created_at, \
-             started_at, finished_at FROM invocations WHERE tenant = ? AND id = ?",
+             started_at, finished_at FROM invocations WHERE tenant = $1 AND id = $2",
         )
         .bind(tenant)
         .bind(id)
@@ -171,7 +171,7 @@ impl Store {
 
     /// Forgets invocations created before `before`; returns how many.
     pub async fn forget_invocations_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM invocations WHERE created_at < ?")
+        let done = sqlx::query("DELETE FROM invocations WHERE created_at < $1")
             .bind(before.to_rfc3339())
             .execute(&self.pool)
             .await?;
@@ -179,7 +179,7 @@ impl Store {
     }
 }
 
-fn invocation_from_row(r: &SqliteRow) -> Result<InvocationRecord> {
+fn invocation_from_row(r: &AnyRow) -> Result<InvocationRecord> {
     let status: String = r.try_get("status")?;
     let status = InvocationStatus::from_str(&status).unwrap_or(InvocationStatus::Failed);
     let destination: Option<String> = r.try_get("destination")?;
@@ -192,10 +192,10 @@ fn invocation_from_row(r: &SqliteRow) -> Result<InvocationRecord> {
                 .and_then(|c| u16::try_from(c).ok()),
             result: r.try_get("result")?,
             result_type: r.try_get("result_type")?,
-            result_truncated: r.try_get("result_truncated")?,
+            result_truncated: r.try_get::<i64, _>("result_truncated")? != 0,
             error: r.try_get("error")?,
             duration_ms: u64::try_from(ms).unwrap_or_default(),
-            cold_start: r.try_get::<Option<bool>, _>("cold_start")?.unwrap_or_default(),
+            cold_start: r.try_get::<Option<i64>, _>("cold_start")?.is_some_and(|c| c != 0),
         })
     });
     Ok(InvocationRecord {

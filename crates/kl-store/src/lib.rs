@@ -1,34 +1,42 @@
 //! The metadata store: tenants, tokens, functions, revisions, triggers and async invocations,
-//! in SQLite (WAL, busy timeout) with embedded migrations, and the embedded event broker. The
-//! desired state lives here; reconcilers read it back on start.
+//! in SQLite (WAL, busy timeout) or PostgreSQL with embedded migrations, and the embedded event
+//! broker. The desired state lives here; reconcilers read it back on start. Every query is
+//! written once for both databases; [`dialect`] says how, and holds what differs.
 
 mod accepted;
+mod dialect;
+mod environments;
 mod invocations;
 mod metering;
 mod migrations;
 mod queue;
 mod records;
+mod revision_copy;
+mod secrets;
 mod triggers;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kl_core::{FunctionSettings, FunctionSpec, Quota, QuotaExceeded, TenantSpec, admit};
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::any::AnyRow;
 use thiserror::Error;
 
+use dialect::Backend;
+
 pub use accepted::EventId;
+pub use environments::EnvironmentRecord;
 pub use invocations::{InvocationOutcome, InvocationRecord, InvocationStatus};
 pub use metering::{InstanceCheckpoint, MeterWrite, Notified};
 pub use queue::SqliteBroker;
 pub use records::{
     AuditRecord, FunctionRecord, RevisionRecord, RevisionStatus, TenantRecord, TokenRecord, revision_name,
 };
+pub use revision_copy::RevisionAt;
+pub use secrets::{SealedValue, SecretRecord, StoredValue};
 pub use triggers::TriggerRecord;
 
 /// What can go wrong talking to the store.
@@ -84,43 +92,53 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Handle to the metadata store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        migrations::migrator().run(&pool).await?;
-        Ok(Store { pool })
+        let pool = dialect::connect_sqlite(path).await?;
+        Store::migrated(pool, Backend::Sqlite).await
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host/db`) and
+    /// applies migrations. The database must exist; the schema is created in it.
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        let pool = dialect::connect_postgres(url).await?;
+        Store::migrated(pool, Backend::Postgres).await
+    }
+
+    async fn migrated(pool: AnyPool, backend: Backend) -> Result<Store> {
+        migrations::migrator(backend).run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this store runs on, for logs: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// Creates the tenant unless it exists; returns whether it was created.
     pub async fn ensure_tenant(&self, name: &str) -> Result<bool> {
+        // The write lock: the next uid is read and taken atomically.
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(concat!(
-            "INSERT INTO tenants (name, created_at, uid) VALUES (?, ?, ",
+            "INSERT INTO tenants (name, created_at, uid) VALUES ($1, $2, ",
             next_uid!(),
             ") ON CONFLICT DO NOTHING"
         ))
         .bind(name)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn tenant_exists(&self, name: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM tenants WHERE name = ?")
+        let row = sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -129,16 +147,18 @@ impl Store {
 
     /// Creates a tenant; `Conflict` if the name is taken.
     pub async fn create_tenant(&self, name: &str, spec: &TenantSpec) -> Result<TenantRecord> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(concat!(
-            "INSERT INTO tenants (name, spec, created_at, uid) VALUES (?, ?, ?, ",
+            "INSERT INTO tenants (name, spec, created_at, uid) VALUES ($1, $2, $3, ",
             next_uid!(),
             ") ON CONFLICT DO NOTHING"
         ))
         .bind(name)
         .bind(serde_json::to_string(spec).expect("tenant spec serializes"))
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("tenant {name:?} already exists")));
         }
@@ -146,7 +166,7 @@ impl Store {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
-        let row = sqlx::query("SELECT name, spec, created_at, uid FROM tenants WHERE name = ?")
+        let row = sqlx::query("SELECT name, spec, created_at, uid FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -163,7 +183,7 @@ impl Store {
 
     /// Replaces a tenant's spec.
     pub async fn update_tenant(&self, name: &str, spec: &TenantSpec) -> Result<TenantRecord> {
-        let done = sqlx::query("UPDATE tenants SET spec = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE tenants SET spec = $1 WHERE name = $2")
             .bind(serde_json::to_string(spec).expect("tenant spec serializes"))
             .bind(name)
             .execute(&self.pool)
@@ -176,8 +196,9 @@ impl Store {
 
     /// Deletes a tenant without functions (and its tokens); `Conflict` while it has some.
     pub async fn delete_tenant(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let functions: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+        // The write lock: no deploy may add a function between the count and the delete.
+        let mut tx = self.begin_write().await?;
+        let functions: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = $1")
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
@@ -186,7 +207,7 @@ impl Store {
                 "tenant {name:?} still has {functions} function(s); delete them first"
             )));
         }
-        let done = sqlx::query("DELETE FROM tenants WHERE name = ?")
+        let done = sqlx::query("DELETE FROM tenants WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -199,7 +220,7 @@ impl Store {
 
     /// How many functions a tenant has.
     pub async fn function_count(&self, tenant: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = $1")
             .bind(tenant)
             .fetch_one(&self.pool)
             .await?;
@@ -208,17 +229,18 @@ impl Store {
 
     /// Bytes of uploaded source a tenant keeps (the storage quota).
     pub async fn stored_bytes(&self, tenant: &str) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(source_bytes), 0) FROM revisions WHERE tenant = ?")
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n as u64)
     }
 
     /// Deletes a token; returns whether it existed.
     pub async fn delete_token(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM tokens WHERE id = ?")
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -229,7 +251,7 @@ impl Store {
     pub async fn insert_audit(&self, entry: &AuditRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit (at, token_id, role, caller_tenant, action, target_tenant, method, path, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(entry.at.to_rfc3339())
         .bind(&entry.token_id)
@@ -249,9 +271,9 @@ impl Store {
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT at, token_id, role, caller_tenant, action, target_tenant, method, path, outcome \
-             FROM audit ORDER BY id DESC LIMIT ?",
+             FROM audit ORDER BY id DESC LIMIT $1",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -274,7 +296,7 @@ impl Store {
     /// Stores a token by the hash of its secret.
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tokens (id, name, hash, tenant, role, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, name, hash, tenant, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&token.id)
         .bind(&token.name)
@@ -320,16 +342,17 @@ impl Store {
         source_digest: &str,
         source_bytes: u64,
     ) -> Result<RevisionRecord> {
-        // BEGIN IMMEDIATE takes SQLite's write lock up front, so the count below and the
-        // insert are atomic: concurrent deploys cannot overshoot the functions quota.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The write lock, taken up front, makes the count below and the insert atomic:
+        // concurrent deploys cannot overshoot the functions quota.
+        let mut tx = self.begin_write().await?;
         let now = now();
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM functions WHERE tenant = ? AND name = ?")
-            .bind(tenant)
-            .bind(function)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = ?")
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM functions WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(function)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let spec: String = sqlx::query_scalar("SELECT spec FROM tenants WHERE name = $1")
             .bind(tenant)
             .fetch_optional(&mut *tx)
             .await?
@@ -339,7 +362,7 @@ impl Store {
             source,
         })?;
         if exists.is_none() {
-            let used: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = ?")
+            let used: i64 = sqlx::query_scalar("SELECT count(*) FROM functions WHERE tenant = $1")
                 .bind(tenant)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -351,11 +374,12 @@ impl Store {
                 spec.quotas.functions.into(),
             )?;
         }
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(source_bytes), 0) FROM revisions WHERE tenant = ?")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(source_bytes), 0) AS BIGINT) FROM revisions WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
         admit(
             tenant,
             Quota::Storage,
@@ -364,7 +388,7 @@ impl Store {
             spec.quotas.storage.0,
         )?;
         sqlx::query(
-            "INSERT INTO functions (tenant, name, created_at, updated_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO functions (tenant, name, created_at, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant, name) DO UPDATE SET updated_at = excluded.updated_at",
         )
         .bind(tenant)
@@ -374,7 +398,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let number: i64 = sqlx::query_scalar(
-            "UPDATE functions SET next_revision = next_revision + 1 WHERE tenant = ? AND name = ? \
+            "UPDATE functions SET next_revision = next_revision + 1 WHERE tenant = $1 AND name = $2 \
              RETURNING next_revision - 1",
         )
         .bind(tenant)
@@ -384,7 +408,7 @@ impl Store {
         let settings_json = serde_json::to_string(settings).expect("settings serialize");
         sqlx::query(
             "INSERT INTO revisions (tenant, function, number, status, settings, source_key, source_digest, \
-             source_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             source_bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(tenant)
         .bind(function)
@@ -420,8 +444,8 @@ impl Store {
             Err(e) => (RevisionStatus::Failed, None, None, Some(e)),
         };
         sqlx::query(
-            "UPDATE revisions SET status = ?, spec = ?, artifact_digest = ?, error = ?, build_ms = ?, finished_at = ? \
-             WHERE tenant = ? AND function = ? AND number = ?",
+            "UPDATE revisions SET status = $1, spec = $2, artifact_digest = $3, error = $4, build_ms = $5, finished_at = $6 \
+             WHERE tenant = $7 AND function = $8 AND number = $9",
         )
         .bind(status.as_str())
         .bind(spec)
@@ -440,7 +464,7 @@ impl Store {
     /// Points the function's traffic at a ready revision.
     pub async fn set_serving(&self, tenant: &str, function: &str, number: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE functions SET serving_revision = ?, updated_at = ? WHERE tenant = ? AND name = ?",
+            "UPDATE functions SET serving_revision = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
         )
         .bind(number)
         .bind(now())
@@ -454,7 +478,7 @@ impl Store {
     pub async fn revision(&self, tenant: &str, function: &str, number: i64) -> Result<RevisionRecord> {
         let row = sqlx::query(concat!(
             revision_select!(),
-            " WHERE tenant = ? AND function = ? AND number = ?"
+            " WHERE tenant = $1 AND function = $2 AND number = $3"
         ))
         .bind(tenant)
         .bind(function)
@@ -469,7 +493,7 @@ impl Store {
     pub async fn revisions(&self, tenant: &str, function: &str) -> Result<Vec<RevisionRecord>> {
         let rows = sqlx::query(concat!(
             revision_select!(),
-            " WHERE tenant = ? AND function = ? ORDER BY number DESC"
+            " WHERE tenant = $1 AND function = $2 ORDER BY number DESC"
         ))
         .bind(tenant)
         .bind(function)
@@ -490,7 +514,7 @@ impl Store {
     }
 
     pub async fn function(&self, tenant: &str, name: &str) -> Result<FunctionRecord> {
-        let row = sqlx::query(concat!(function_select!(), " WHERE tenant = ? AND name = ?"))
+        let row = sqlx::query(concat!(function_select!(), " WHERE tenant = $1 AND name = $2"))
             .bind(tenant)
             .bind(name)
             .fetch_optional(&self.pool)
@@ -503,7 +527,7 @@ impl Store {
     pub async fn functions(&self, tenant: Option<&str>) -> Result<Vec<FunctionRecord>> {
         let rows = match tenant {
             Some(t) => {
-                sqlx::query(concat!(function_select!(), " WHERE tenant = ? ORDER BY name"))
+                sqlx::query(concat!(function_select!(), " WHERE tenant = $1 ORDER BY name"))
                     .bind(t)
                     .fetch_all(&self.pool)
                     .await?
@@ -519,7 +543,7 @@ impl Store {
 
     /// Deletes a function and its revisions; returns whether it existed.
     pub async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM functions WHERE tenant = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM functions WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
             .execute(&self.pool)
@@ -538,7 +562,7 @@ fn parse_time(s: String) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-fn revision_from_row(r: &SqliteRow) -> Result<RevisionRecord> {
+fn revision_from_row(r: &AnyRow) -> Result<RevisionRecord> {
     let settings: String = r.try_get("settings")?;
     let spec: Option<String> = r.try_get("spec")?;
     let status: String = r.try_get("status")?;
@@ -568,7 +592,7 @@ fn revision_from_row(r: &SqliteRow) -> Result<RevisionRecord> {
     })
 }
 
-fn tenant_from_row(r: &SqliteRow) -> Result<TenantRecord> {
+fn tenant_from_row(r: &AnyRow) -> Result<TenantRecord> {
     let spec: String = r.try_get("spec")?;
     Ok(TenantRecord {
         name: r.try_get("name")?,
@@ -581,7 +605,7 @@ fn tenant_from_row(r: &SqliteRow) -> Result<TenantRecord> {
     })
 }
 
-fn function_from_row(r: &SqliteRow) -> Result<FunctionRecord> {
+fn function_from_row(r: &AnyRow) -> Result<FunctionRecord> {
     Ok(FunctionRecord {
         tenant: r.try_get("tenant")?,
         name: r.try_get("name")?,

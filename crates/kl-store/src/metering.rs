@@ -73,9 +73,9 @@ impl Store {
         if write.is_empty() {
             return Ok(());
         }
-        // BEGIN IMMEDIATE: the read-merge-write of each bucket must not interleave with
+        // The write lock: the read-merge-write of each bucket must not interleave with
         // another writer's.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut merged: BTreeMap<BucketKey, Usage> = BTreeMap::new();
         for bucket in &write.buckets {
             merged.entry(bucket.key()).or_default().merge(&bucket.usage);
@@ -83,7 +83,7 @@ impl Store {
         for (key, increment) in merged {
             let function = key.function.as_deref().unwrap_or("");
             let stored: Option<String> = sqlx::query_scalar(
-                "SELECT usage FROM usage_buckets WHERE tenant = ? AND function = ? AND minute = ?",
+                "SELECT usage FROM usage_buckets WHERE tenant = $1 AND function = $2 AND minute = $3",
             )
             .bind(&key.tenant)
             .bind(function)
@@ -96,7 +96,7 @@ impl Store {
             };
             usage.merge(&increment);
             sqlx::query(
-                "INSERT INTO usage_buckets (tenant, function, minute, usage) VALUES (?, ?, ?, ?) \
+                "INSERT INTO usage_buckets (tenant, function, minute, usage) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant, function, minute) DO UPDATE SET usage = excluded.usage",
             )
             .bind(&key.tenant)
@@ -122,7 +122,7 @@ impl Store {
             .await?;
         }
         for instance in &write.finished {
-            sqlx::query("DELETE FROM meter_checkpoints WHERE kind = ? AND meter = ?")
+            sqlx::query("DELETE FROM meter_checkpoints WHERE kind = $1 AND meter = $2")
                 .bind(KIND_INSTANCE)
                 .bind(instance)
                 .execute(&mut *tx)
@@ -142,7 +142,7 @@ impl Store {
         for n in &write.notified {
             sqlx::query(
                 "INSERT INTO budget_notifications (tenant, period_key, threshold, notified_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(&n.tenant)
             .bind(n.period_key.as_str())
@@ -164,12 +164,11 @@ impl Store {
     ) -> Result<Vec<UsageBucket>> {
         let rows = sqlx::query(
             "SELECT tenant, function, minute, usage FROM usage_buckets \
-             WHERE minute >= ? AND minute < ? AND (? IS NULL OR tenant = ?) \
+             WHERE minute >= $1 AND minute < $2 AND ($3 IS NULL OR tenant = $3) \
              ORDER BY tenant, function, minute",
         )
         .bind(from.index())
         .bind(to.index())
-        .bind(tenant)
         .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
@@ -201,7 +200,7 @@ impl Store {
 
     /// Deletes the buckets of minutes before `minute` (retention); returns how many went.
     pub async fn delete_usage_before(&self, minute: Minute) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM usage_buckets WHERE minute < ?")
+        let done = sqlx::query("DELETE FROM usage_buckets WHERE minute < $1")
             .bind(minute.index())
             .execute(&self.pool)
             .await?;
@@ -211,7 +210,7 @@ impl Store {
     /// The instance meters' checkpoints.
     pub async fn instance_checkpoints(&self) -> Result<Vec<InstanceCheckpoint>> {
         let rows = sqlx::query(
-            "SELECT meter, tenant, function, state FROM meter_checkpoints WHERE kind = ? ORDER BY meter",
+            "SELECT meter, tenant, function, state FROM meter_checkpoints WHERE kind = $1 ORDER BY meter",
         )
         .bind(KIND_INSTANCE)
         .fetch_all(&self.pool)
@@ -232,7 +231,7 @@ impl Store {
 
     /// The tenants' storage meters' checkpoints.
     pub async fn storage_checkpoints(&self) -> Result<Vec<(String, StoredBytes)>> {
-        let rows = sqlx::query("SELECT tenant, state FROM meter_checkpoints WHERE kind = ? ORDER BY tenant")
+        let rows = sqlx::query("SELECT tenant, state FROM meter_checkpoints WHERE kind = $1 ORDER BY tenant")
             .bind(KIND_STORAGE)
             .fetch_all(&self.pool)
             .await?;
@@ -249,7 +248,7 @@ impl Store {
     /// The thresholds notified for a tenant's period.
     pub async fn notified_thresholds(&self, tenant: &str, period_key: &PeriodKey) -> Result<BTreeSet<u16>> {
         let rows: Vec<i64> = sqlx::query_scalar(
-            "SELECT threshold FROM budget_notifications WHERE tenant = ? AND period_key = ?",
+            "SELECT threshold FROM budget_notifications WHERE tenant = $1 AND period_key = $2",
         )
         .bind(tenant)
         .bind(period_key.as_str())
@@ -260,7 +259,7 @@ impl Store {
 }
 
 async fn upsert_checkpoint(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     kind: &str,
     meter: &str,
     tenant: &str,
@@ -268,7 +267,7 @@ async fn upsert_checkpoint(
     state: String,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO meter_checkpoints (kind, meter, tenant, function, state) VALUES (?, ?, ?, ?, ?) \
+        "INSERT INTO meter_checkpoints (kind, meter, tenant, function, state) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (kind, meter) DO UPDATE SET state = excluded.state",
     )
     .bind(kind)
@@ -293,148 +292,4 @@ fn parse_state<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
         what: "meter checkpoint",
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::DateTime;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("kl.db")).await.unwrap();
-        (dir, store)
-    }
-
-    fn minute(index: i64) -> Minute {
-        Minute::from_index(index).unwrap()
-    }
-
-    fn bucket(tenant: &str, function: Option<&str>, m: i64, invocations: u64, cpu: u128) -> UsageBucket {
-        UsageBucket {
-            tenant: tenant.into(),
-            function: function.map(str::to_owned),
-            minute: minute(m),
-            usage: Usage {
-                invocations,
-                cpu_used_ns: cpu,
-                ..Usage::default()
-            },
-        }
-    }
-
-    #[tokio::test]
-    async fn buckets_merge_exactly_beyond_i64_and_query_by_range_and_tenant() {
-        let (_dir, store) = store().await;
-        let big = u128::from(u64::MAX) * 3;
-        let first = MeterWrite {
-            buckets: vec![
-                bucket("acme", Some("f"), 10, 1, big),
-                bucket("acme", Some("f"), 10, 2, 1),
-                bucket("acme", None, 11, 0, 5),
-                bucket("zeta", Some("g"), 12, 7, 0),
-            ],
-            ..MeterWrite::default()
-        };
-        store.record_metering(&first).await.unwrap();
-        let second = MeterWrite {
-            buckets: vec![bucket("acme", Some("f"), 10, 4, big)],
-            ..MeterWrite::default()
-        };
-        store.record_metering(&second).await.unwrap();
-
-        let all = store.usage_buckets(minute(0), minute(100), None).await.unwrap();
-        assert_eq!(all.len(), 3, "one row per tenant, function and minute: {all:?}");
-        assert_eq!(all[0].function, None, "tenant-wide usage keeps no function");
-        assert_eq!(all[1].usage.invocations, 7);
-        assert_eq!(all[1].usage.cpu_used_ns, big * 2 + 1, "u128 sums are exact");
-        let acme = store
-            .usage_buckets(minute(0), minute(100), Some("acme"))
-            .await
-            .unwrap();
-        assert_eq!(acme.len(), 2);
-        assert_eq!(store.first_usage_minute().await.unwrap(), Some(minute(10)));
-        let half_open = store.usage_buckets(minute(11), minute(12), None).await.unwrap();
-        assert_eq!(half_open.len(), 1, "[from, to) holds minute 11 only");
-
-        assert_eq!(store.delete_usage_before(minute(12)).await.unwrap(), 2);
-        let left = store.usage_buckets(minute(0), minute(100), None).await.unwrap();
-        assert_eq!(left, vec![bucket("zeta", Some("g"), 12, 7, 0)]);
-    }
-
-    #[tokio::test]
-    async fn checkpoints_move_with_their_buckets_and_finish() {
-        let (_dir, store) = store().await;
-        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let checkpoint = |cpu| InstanceCheckpoint {
-            instance: "i-1".into(),
-            tenant: "acme".into(),
-            function: "f".into(),
-            reserved: Resources {
-                cpu_millis: 500,
-                memory_bytes: 128 << 20,
-            },
-            reading: CgroupReading {
-                at,
-                cpu_usage_ns: cpu,
-                memory_bytes: 1 << 20,
-            },
-        };
-        let storage = StoredBytes { at, bytes: 42 };
-        store
-            .record_metering(&MeterWrite {
-                instances: vec![checkpoint(1)],
-                storage: vec![("acme".into(), storage)],
-                ..MeterWrite::default()
-            })
-            .await
-            .unwrap();
-        store
-            .record_metering(&MeterWrite {
-                instances: vec![checkpoint(2)],
-                ..MeterWrite::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(store.instance_checkpoints().await.unwrap(), vec![checkpoint(2)]);
-        assert_eq!(
-            store.storage_checkpoints().await.unwrap(),
-            vec![("acme".to_owned(), storage)]
-        );
-        store
-            .record_metering(&MeterWrite {
-                finished: vec!["i-1".into()],
-                ..MeterWrite::default()
-            })
-            .await
-            .unwrap();
-        assert!(store.instance_checkpoints().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn notified_thresholds_are_kept_per_period_once() {
-        let (_dir, store) = store().await;
-        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let key = kl_core::Period::Month.key(at);
-        let notified = |threshold| Notified {
-            tenant: "acme".into(),
-            period_key: key.clone(),
-            threshold,
-        };
-        for _ in 0..2 {
-            store
-                .record_metering(&MeterWrite {
-                    notified: vec![notified(50), notified(80)],
-                    ..MeterWrite::default()
-                })
-                .await
-                .unwrap();
-        }
-        assert_eq!(
-            store.notified_thresholds("acme", &key).await.unwrap(),
-            BTreeSet::from([50, 80])
-        );
-        let next = kl_core::Period::Month.key(at + chrono::Duration::days(40));
-        assert!(store.notified_thresholds("acme", &next).await.unwrap().is_empty());
-    }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use kl_events::trigger::TriggerSpec;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, StoreError, now, parse_time};
 
@@ -29,7 +29,7 @@ impl Store {
         self.require_tenant(tenant).await?;
         let now = now();
         let done = sqlx::query(
-            "INSERT INTO triggers (tenant, name, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO triggers (tenant, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT DO NOTHING",
         )
         .bind(tenant)
@@ -56,14 +56,15 @@ impl Store {
     ) -> Result<(TriggerRecord, bool)> {
         self.require_tenant(tenant).await?;
         let now = now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM triggers WHERE tenant = ? AND name = ?")
-            .bind(tenant)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let existed: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM triggers WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
-            "INSERT INTO triggers (tenant, name, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO triggers (tenant, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant, name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
         )
         .bind(tenant)
@@ -79,7 +80,7 @@ impl Store {
 
     pub async fn trigger(&self, tenant: &str, name: &str) -> Result<TriggerRecord> {
         let row = sqlx::query(
-            "SELECT tenant, name, spec, created_at, updated_at FROM triggers WHERE tenant = ? AND name = ?",
+            "SELECT tenant, name, spec, created_at, updated_at FROM triggers WHERE tenant = $1 AND name = $2",
         )
         .bind(tenant)
         .bind(name)
@@ -101,7 +102,7 @@ impl Store {
 
     /// Deletes a trigger; returns whether it existed.
     pub async fn delete_trigger(&self, tenant: &str, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM triggers WHERE tenant = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM triggers WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
             .execute(&self.pool)
@@ -122,7 +123,7 @@ fn spec_json(spec: &TriggerSpec) -> String {
     serde_json::to_string(spec).expect("a trigger spec serializes")
 }
 
-fn trigger_from_row(r: &SqliteRow) -> Result<TriggerRecord> {
+fn trigger_from_row(r: &AnyRow) -> Result<TriggerRecord> {
     let spec: String = r.try_get("spec")?;
     Ok(TriggerRecord {
         tenant: r.try_get("tenant")?,

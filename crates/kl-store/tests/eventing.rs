@@ -1,28 +1,34 @@
 //! The eventing tables: triggers, the idempotency window of accepted events, and async
-//! invocations, on a fresh database per test.
+//! invocations, on a fresh database per test and backend.
+
+#[macro_use]
+mod support;
 
 use chrono::{Duration, Utc};
 use kl_events::delivery::Sink;
 use kl_events::trigger::TriggerSpec;
 use kl_store::{InvocationOutcome, InvocationStatus, Store, StoreError};
 use serde_json::json;
+use support::Db;
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open_sqlite(&dir.path().join("kl.db"))
-        .await
-        .expect("open the store");
+on_every_backend!(
+    triggers_are_created_once_replaced_listed_and_deleted,
+    accepted_events_are_remembered_for_the_window_only,
+    invocations_go_from_queued_to_their_outcome,
+);
+
+async fn store(db: &Db) -> Store {
+    let store = db.open().await;
     store.ensure_tenant("acme").await.unwrap();
-    (dir, store)
+    store
 }
 
 fn spec(function: &str) -> TriggerSpec {
     serde_json::from_value(json!({"function": function, "filters": [{"exact": {"type": "t"}}]})).unwrap()
 }
 
-#[tokio::test]
-async fn triggers_are_created_once_replaced_listed_and_deleted() {
-    let (_dir, store) = store().await;
+async fn triggers_are_created_once_replaced_listed_and_deleted(db: &Db) {
+    let store = store(db).await;
     let created = store.create_trigger("acme", "on-t", &spec("f")).await.unwrap();
     assert_eq!(created.spec, spec("f"));
     assert!(matches!(
@@ -55,9 +61,8 @@ async fn triggers_are_created_once_replaced_listed_and_deleted() {
     ));
 }
 
-#[tokio::test]
-async fn accepted_events_are_remembered_for_the_window_only() {
-    let (_dir, store) = store().await;
+async fn accepted_events_are_remembered_for_the_window_only(db: &Db) {
+    let store = store(db).await;
     let key = |id: &str| ("/src".to_owned(), id.to_owned());
     let long_ago = Utc::now() - Duration::hours(25);
     store
@@ -86,9 +91,8 @@ async fn accepted_events_are_remembered_for_the_window_only() {
     assert_eq!(store.forget_accepted_before(window).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn invocations_go_from_queued_to_their_outcome() {
-    let (_dir, store) = store().await;
+async fn invocations_go_from_queued_to_their_outcome(db: &Db) {
+    let store = store(db).await;
     let sink = Sink::Function("sink".into());
     store
         .create_invocation("inv-1", "acme", "f", "corr-1", Some(&sink))
@@ -121,6 +125,39 @@ async fn invocations_go_from_queued_to_their_outcome() {
     ));
     assert!(matches!(
         store.start_invocation("acme", "missing").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    store
+        .create_invocation("inv-2", "acme", "f", "corr-2", None)
+        .await
+        .unwrap();
+    let cut = InvocationOutcome {
+        status: InvocationStatus::Failed,
+        status_code: None,
+        result: Some(vec![0, 159, 146, 150, 255]),
+        result_type: None,
+        result_truncated: true,
+        error: Some("crashed".into()),
+        duration_ms: u64::MAX,
+        cold_start: false,
+    };
+    store.finish_invocation("acme", "inv-2", &cut).await.unwrap();
+    let failed = store.invocation("acme", "inv-2").await.unwrap();
+    assert_eq!(failed.destination, None);
+    let stored = InvocationOutcome {
+        duration_ms: i64::MAX as u64,
+        ..cut
+    };
+    assert_eq!(
+        failed.outcome,
+        Some(stored),
+        "bytes, flags and a clamped duration come back"
+    );
+    let later = Utc::now() + Duration::seconds(1);
+    assert_eq!(store.forget_invocations_before(later).await.unwrap(), 2);
+    assert!(matches!(
+        store.invocation("acme", "inv-2").await,
         Err(StoreError::NotFound(_))
     ));
 }

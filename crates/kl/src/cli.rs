@@ -72,6 +72,11 @@ pub struct ServerArgs {
     /// Dependency/build cache (default DATA_DIR/cache); may be shared between servers.
     #[arg(long = "cache-dir", env = "KL_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where uploads, sources and build contexts are kept: DATA_DIR/objects (default) or
+    /// `s3://BUCKET[/PREFIX]`, reached with the standard AWS_* variables (AWS_REGION,
+    /// AWS_ENDPOINT for S3-compatible servers, credentials; AWS_ALLOW_HTTP=true for http://).
+    #[arg(long, env = "KL_STORE")]
+    pub store: Option<String>,
     /// Stop an instance after this long without requests.
     #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
@@ -112,6 +117,10 @@ pub struct ServerArgs {
     /// RabbitMQ URL, `amqp://USER:PASS@HOST:5672/VHOST`.
     #[arg(long, env = "KL_BUS", default_value = "embedded", hide_env_values = true)]
     pub bus: String,
+    /// The metadata store: a PostgreSQL URL, `postgres://USER:PASS@HOST:5432/DB` (the database
+    /// must exist), instead of the SQLite file in the data dir.
+    #[arg(long, env = "KL_DB", hide_env_values = true)]
+    pub db: Option<String>,
     /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
     #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]
     pub bus_prefix: String,
@@ -198,6 +207,15 @@ pub struct DeployArgs {
     /// Allow invocation without a token.
     #[arg(long)]
     pub public: bool,
+    /// Mount a secret's keys as read-only files ($KL_SECRETS_DIR/NAME/KEY); repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Environment variable from a secret key, VAR=NAME.KEY; repeatable.
+    #[arg(long = "secret-env", value_parser = parse_secret_env)]
+    pub secret_env: Vec<(String, kl_core::SecretKeyRef)>,
+    /// Deploy to this environment of the tenant (its tenant TENANT-ENV).
+    #[arg(long = "env-name")]
+    pub env_name: Option<String>,
     /// Return once the upload is accepted, without waiting for the build.
     #[arg(long = "no-wait")]
     pub no_wait: bool,
@@ -303,6 +321,95 @@ pub enum AccessCommand {
     /// Print an object as a spec file that `kl apply -f` takes back unchanged.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Set, list and delete a tenant's secrets (values go in, never come back out).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Platform administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Create, list and delete a tenant's environments (shares of its quotas).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Serve the exact revision serving in one environment in another (no build).
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment, run as tenant TENANT-NAME.
+    Create(EnvCreateArgs),
+    /// List environments with their shares.
+    Ls(SecretLsArgs),
+    /// Delete an environment without functions.
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCreateArgs {
+    pub name: String,
+    /// Percent of each of the tenant's quotas (shares sum to at most 100).
+    #[arg(long)]
+    pub share: u8,
+    /// Priority class, at most the tenant's (default: the tenant's).
+    #[arg(long)]
+    pub priority: Option<kl_core::PriorityClass>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub function: String,
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub to: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret with all its keys (functions using it roll a new revision).
+    Set(SecretSetArgs),
+    /// List secrets: names, keys, versions, times (never values).
+    Ls(SecretLsArgs),
+    /// Delete a secret no function uses.
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    pub name: String,
+    /// KEY=VALUE pairs (visible to other local users in the process list: prefer --from-file).
+    /// Parsed by the command, not by clap, whose errors repeat the argument.
+    pub values: Vec<String>,
+    /// KEY=PATH: the key's value is the file's contents (UTF-8); repeatable.
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretLsArgs {
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretRmArgs {
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a new secrets key current and re-encrypt every secret under it.
+    RotateKey(OutputArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -699,6 +806,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+fn parse_secret_env(s: &str) -> Result<(String, kl_core::SecretKeyRef), String> {
+    let (var, from) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected VAR=NAME.KEY, got {s:?}"))?;
+    Ok((
+        var.to_owned(),
+        from.parse().map_err(|e: kl_core::SecretError| e.to_string())?,
+    ))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -4,11 +4,13 @@ pub mod apply;
 pub mod audit;
 pub mod cost;
 pub mod deploy;
+pub mod env;
 pub mod events;
 pub mod functions;
 pub mod invoke;
 pub mod k8s;
 pub mod logs;
+pub mod secret;
 pub mod server;
 pub mod spec;
 pub mod tenant;
@@ -26,6 +28,10 @@ pub async fn access(client: &Client, command: AccessCommand) -> anyhow::Result<(
         AccessCommand::Audit(args) => audit::audit(client, args).await,
         AccessCommand::Apply(args) => apply::apply(client, args).await,
         AccessCommand::Export(command) => apply::export(client, command).await,
+        AccessCommand::Secret(command) => secret::secret(client, command).await,
+        AccessCommand::Admin(command) => secret::admin(client, command).await,
+        AccessCommand::Env(command) => env::env(client, command).await,
+        AccessCommand::Promote(args) => env::promote(client, args).await,
     }
 }
 

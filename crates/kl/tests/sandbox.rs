@@ -103,6 +103,7 @@ impl Fixture {
             gid: GID,
             read_only: Vec::new(),
             egress_socket: None,
+            secrets: None,
         }
     }
 

@@ -604,7 +604,7 @@ const TRIGGER: &str = r#"{"function": "hello", "filters": [{"exact": {"type": "m
 /// not an archive (400), `hello` has no older revision to roll back to (409), the trigger
 /// `matrix` is replaced by itself, events match no trigger.
 #[rustfmt::skip]
-const TENANT_ROUTES: [Route; 29] = [
+const TENANT_ROUTES: [Route; 36] = [
     r("describe tenant",  "GET",    "/v1/tenants/{t}",                 MEMBERS_READ,        200, Body::Empty),
     r("update tenant",    "PUT",    "/v1/tenants/{t}",                 PLATFORM_WRITE,      200, Body::Json(SPEC)),
     r("delete tenant",    "DELETE", "/v1/tenants/{t}",                 PLATFORM_WRITE,      409, Body::Empty),
@@ -634,11 +634,18 @@ const TENANT_ROUTES: [Route; 29] = [
     r("replay",           "POST",   "/v1/tenants/{t}/dlq/ghost/replay", DEVELOPERS_WRITE,   404, Body::Empty),
     r("invocation",       "GET",    "/v1/tenants/{t}/invocations/ghost", MEMBERS_READ,      404, Body::Empty),
     r("upload for a command", "PUT", "/v1/tenants/{t}/uploads/m.tgz", DEVELOPERS_WRITE,    201, Body::Bytes("archive")),
+    r("list secrets",     "GET",    "/v1/tenants/{t}/secrets",         MEMBERS_READ,        200, Body::Empty),
+    r("set secret",       "PUT",    "/v1/tenants/{t}/secrets/matrix",  DEVELOPERS_WRITE,    200, Body::Json(r#"{"data": {"K": "v"}}"#)),
+    r("delete secret",    "DELETE", "/v1/tenants/{t}/secrets/ghost",   DEVELOPERS_WRITE,    404, Body::Empty),
+    r("environments",     "GET",    "/v1/tenants/{t}/environments",    MEMBERS_READ,        200, Body::Empty),
+    r("create environment", "POST", "/v1/tenants/{t}/environments",    MEMBER_ADMINS_WRITE, 400, Body::Json(r#"{"name": "e", "share": 0}"#)),
+    r("delete environment", "DELETE", "/v1/tenants/{t}/environments/ghost", MEMBER_ADMINS_WRITE, 404, Body::Empty),
+    r("promote",          "POST",   "{f}/promote",                     DEVELOPERS_WRITE,    404, Body::Json(r#"{"from": "a", "to": "b"}"#)),
 ];
 
 /// Every platform-wide route.
 #[rustfmt::skip]
-const PLATFORM_ROUTES: [Route; 9] = [
+const PLATFORM_ROUTES: [Route; 10] = [
     // Tenant roles see their own tenant only (checked in `check_body`).
     r("list tenants",     "GET",    "/v1/tenants",                     MEMBERS_READ,        200, Body::Empty),
     r("create tenant",    "POST",   "/v1/tenants",                     PLATFORM_WRITE,      201, Body::Json(r#"{"name": "{new}"}"#)),
@@ -648,6 +655,7 @@ const PLATFORM_ROUTES: [Route; 9] = [
     r("revoke unknown",   "DELETE", "/v1/tokens/tok-000000000000",     PLATFORM_WRITE,      404, Body::Empty),
     r("audit log",        "GET",    "/v1/audit",                       PLATFORM_READ,       200, Body::Empty),
     r("metrics",          "GET",    "/metrics",                        PLATFORM_READ,       200, Body::Empty),
+    r("rotate secrets key", "POST", "/v1/admin/rotate-secrets-key",    PLATFORM_WRITE,      200, Body::Empty),
     // Into the caller's own tenant (default for platform tokens).
     r("publish own events", "POST", "/v1/events",                      DEVELOPERS_WRITE,    202, Body::Event(EVENT)),
 ];
@@ -835,7 +843,7 @@ async fn every_role_on_every_route_gets_exactly_the_expected_answer() {
     );
     assert_eq!(
         rows,
-        6 * (29 * 2 + 9),
+        6 * (36 * 2 + 10),
         "every caller × every route × own/other tenant"
     );
 

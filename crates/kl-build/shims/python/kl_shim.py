@@ -3,37 +3,39 @@
 Loads KL_HANDLER ("module.func", default "main.handler") from KL_CODE_DIR (with KL_DEPS_DIR
 after it on sys.path), exiting with status 3 if that fails, then listens on the unix socket
 KL_SOCKET or on TCP 0.0.0.0:$PORT (default 8080). Each request body becomes `event`, the
-handler's result becomes the response. Standard library only; run as `python3 -u kl_shim.py` (the platform runs it compiled, `-S`).
+handler's result becomes the response. Standard library only; run as `python3 -u kl_shim.py`
+(the platform runs it compiled, `-S`).
+
+Start-up time is the cold start the user pays for, so the shim imports only what every request
+needs (a thread per connection on plain sockets; no asyncio, inspect or http.server) and the rest
+(asyncio for async handlers, traceback, base64, urllib.parse, collections.abc) when first used.
 """
 
-import asyncio
-import base64
-import concurrent.futures.thread
-import importlib
-import inspect
 import json
 import os
-import signal
+import socket
 import sys
+import threading
 import time
-import traceback
-from collections.abc import Mapping
-from http import HTTPStatus
-from urllib.parse import parse_qsl, unquote
 
 EXIT_LOAD_FAILED = 3
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
-# Sync handlers run in these threads; a slow handler must not hold up other requests.
-HANDLER_THREADS = 64
 TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 HEX_DIGITS = b"0123456789abcdefABCDEF"
-# Frames of these files are left out of the tracebacks shown to the user.
-# (This file's own name is taken from its code: when the platform runs the precompiled
-# `kl_shim.pyc`, `__file__` names that, while frames name the source.)
-PLUMBING_FILES = frozenset(
-    (inspect.currentframe().f_code.co_filename, importlib.__file__, concurrent.futures.thread.__file__)
-)
+# Code flags (CPython's `inspect.CO_*`), read directly so `inspect` stays unimported.
+CO_VARARGS = 0x04
+CO_COROUTINE = 0x80
+# Reason phrases of the statuses a handler or the shim commonly sends; others say "Unknown".
+REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
+    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
 
 
 def log(message):
@@ -57,7 +59,8 @@ def load_handler():
     if deps_dir:
         sys.path.insert(1, deps_dir)
     try:
-        module = importlib.import_module(module_name)
+        __import__(module_name)
+        module = sys.modules[module_name]
     except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit at import, ...
         fail_load(f'cannot import handler module "{module_name}" from {code_dir}:\n{format_exception(exc)}')
     if not hasattr(module, func_name):
@@ -73,12 +76,37 @@ def fail_load(message):
     sys.exit(EXIT_LOAD_FAILED)
 
 
+def code_of(fn):
+    """The code object a call to `fn` runs and whether `fn` binds its first parameter, if known."""
+    func = getattr(fn, "__func__", None)  # a bound method (which also forwards `__code__`)
+    if func is not None and hasattr(func, "__code__"):
+        return func.__code__, True
+    if hasattr(fn, "__code__"):
+        return fn.__code__, False
+    call = getattr(type(fn), "__call__", None)  # an instance with a __call__ method
+    if call is not None and hasattr(call, "__code__") and not isinstance(fn, type):
+        return call.__code__, True
+    return None, False
+
+
 def is_async(fn):
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    code, _ = code_of(fn)
+    if code is not None:
+        return bool(code.co_flags & CO_COROUTINE)
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
 
 
 def arity(fn):
     """How many of (event, context) to pass: the positional parameter count, at most 2."""
+    code, bound = code_of(fn)
+    if code is not None:
+        if code.co_flags & CO_VARARGS:
+            return 2
+        return max(0, min(2, code.co_argcount - bound))
+    import inspect
+
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -102,6 +130,10 @@ class HttpError(Exception):
         self.code = code
 
 
+class ClientGone(Exception):
+    """The client closed the connection in the middle of a request."""
+
+
 class Request:
     __slots__ = ("method", "target", "version", "headers", "body")
 
@@ -122,32 +154,45 @@ def bad_request(message):
     return HttpError(400, "BadRequest", message)
 
 
-async def read_request(reader, writer):
+def read_request(rfile, conn):
     """The next request on the connection, or None when the client closed it cleanly."""
-    head = b""
-    while not head:  # tolerate stray empty lines between requests
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as err:
-            if err.partial.strip():
-                raise bad_request("incomplete request head") from None
-            return None
-        except asyncio.LimitOverrunError:
-            raise HttpError(431, "HeadersTooLarge", f"request head exceeds {MAX_HEAD_BYTES} bytes") from None
-        head = head.lstrip(b"\r\n")
-    request = parse_head(head.decode("latin-1"))
+    lines = read_head(rfile)
+    if lines is None:
+        return None
+    request = parse_head(lines)
     length = body_length(request)
     if length is None:
-        await expect_continue(request, writer)
-        request.body = await read_chunked(reader)
+        expect_continue(request, conn)
+        request.body = read_chunked(rfile)
     elif length:
-        await expect_continue(request, writer)
-        request.body = await reader.readexactly(length)
+        expect_continue(request, conn)
+        request.body = read_exactly(rfile, length)
     return request
 
 
-def parse_head(head):
-    lines = head[:-4].split("\r\n")
+def read_head(rfile):
+    """The lines of the next request head without their line ends, or None on a clean close."""
+    budget = MAX_HEAD_BYTES
+    line = rfile.readline(budget + 1)
+    while line in (b"\r\n", b"\n"):  # tolerate stray empty lines between requests
+        line = rfile.readline(budget + 1)
+    if not line:
+        return None
+    lines = []
+    while True:
+        budget -= len(line)
+        if budget < 0:
+            raise HttpError(431, "HeadersTooLarge", f"request head exceeds {MAX_HEAD_BYTES} bytes")
+        if not line.endswith(b"\n"):
+            raise bad_request("incomplete request head")
+        line = line.rstrip(b"\r\n")
+        if not line:
+            return lines
+        lines.append(line.decode("latin-1"))
+        line = rfile.readline(budget + 1)
+
+
+def parse_head(lines):
     parts = lines[0].split(" ")
     if len(parts) != 3:
         raise bad_request("malformed request line")
@@ -194,17 +239,23 @@ def body_length(request):
     return int(value)
 
 
-async def expect_continue(request, writer):
+def expect_continue(request, conn):
     if request.version == "HTTP/1.1" and request.headers.get("expect", "").lower() == "100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        await writer.drain()
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def read_chunked(reader):
+def read_exactly(rfile, size):
+    data = rfile.read(size)
+    if len(data) != size:
+        raise ClientGone()
+    return data
+
+
+def read_chunked(rfile):
     chunks, size = [], 0
     while True:
-        line = await read_line(reader)
-        digits = line[:-2].split(b";", 1)[0].strip()
+        line = read_line(rfile)
+        digits = line.rstrip(b"\r\n").split(b";", 1)[0].strip()
         if not digits or digits.strip(HEX_DIGITS):
             raise bad_request("malformed chunk size")
         chunk_size = int(digits, 16)
@@ -213,22 +264,24 @@ async def read_chunked(reader):
         size += chunk_size
         if size > MAX_BODY_BYTES:
             raise HttpError(413, "PayloadTooLarge", f"body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(await reader.readexactly(chunk_size))
-        if await reader.readexactly(2) != b"\r\n":
+        chunks.append(read_exactly(rfile, chunk_size))
+        if read_exactly(rfile, 2) != b"\r\n":
             raise bad_request("malformed chunk")
     trailers = 0
-    while (line := await read_line(reader)) != b"\r\n":
+    while (line := read_line(rfile)).rstrip(b"\r\n"):
         trailers += len(line)
         if trailers > MAX_HEAD_BYTES:
             raise HttpError(431, "HeadersTooLarge", f"trailers exceed {MAX_HEAD_BYTES} bytes")
     return b"".join(chunks)
 
 
-async def read_line(reader):
-    try:
-        return await reader.readuntil(b"\r\n")
-    except asyncio.LimitOverrunError:
-        raise bad_request("chunk line too long") from None
+def read_line(rfile):
+    line = rfile.readline(MAX_HEAD_BYTES + 1)
+    if not line.endswith(b"\n"):
+        if len(line) > MAX_HEAD_BYTES:
+            raise bad_request("chunk line too long")
+        raise ClientGone()
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,12 +327,19 @@ class Context:
         self.method = request.method
         self.path = path
         self.query = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            self.query.setdefault(key, value)
+        if query:
+            from urllib.parse import parse_qsl
+
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                self.query.setdefault(key, value)
         self.headers = headers
-        # Binary mode percent-encodes attribute values (space, '"', '%', non-ASCII).
-        attributes = {name[3:]: unquote(value) for name, value in headers.items() if name.startswith("ce-")}
-        self.cloudevent = attributes or None
+        self.cloudevent = None
+        attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        if attributes:
+            from urllib.parse import unquote
+
+            # Binary mode percent-encodes attribute values (space, '"', '%', non-ASCII).
+            self.cloudevent = {name: unquote(value) for name, value in attributes.items()}
 
     def get_remaining_time_in_millis(self):
         """Milliseconds left before the deadline (never negative); infinite without a deadline."""
@@ -319,8 +379,18 @@ def error_response(status, code, message, error_type=None):
     return json_response(status, {"error": error})
 
 
+def is_mapping(value):
+    if isinstance(value, dict):
+        return True
+    if value is None or isinstance(value, (str, bytes, bytearray, memoryview, int, float, list, tuple)):
+        return False
+    from collections.abc import Mapping
+
+    return isinstance(value, Mapping)
+
+
 def map_result(result):
-    if isinstance(result, Mapping) and is_number(result.get("statusCode")):
+    if is_mapping(result) and is_number(result.get("statusCode")):
         return map_http_result(result)
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(200, [("content-type", "application/octet-stream")], bytes(result))
@@ -346,7 +416,7 @@ def map_http_result(result):
 def response_headers(headers):
     if headers is None:
         return []
-    if not isinstance(headers, Mapping):
+    if not is_mapping(headers):
         raise TypeError(f"headers must be a mapping, got {type(headers).__name__}")
     pairs = []
     for name, value in headers.items():
@@ -376,6 +446,8 @@ def encode_body(body, is_base64):
     if body is None:
         return b"", None
     if isinstance(body, str) and is_base64:
+        import base64
+
         try:
             return base64.b64decode(body), "application/octet-stream"
         except ValueError as err:  # binascii.Error
@@ -388,7 +460,7 @@ def encode_body(body, is_base64):
 
 
 def render(response, keep_alive, head_only):
-    lines = [f"HTTP/1.1 {response.status} {reason(response.status)}"]
+    lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}"]
     lines += [f"{name}: {value}" for name, value in response.headers]
     lines.append(f"content-length: {len(response.body)}")
     lines.append("connection: keep-alive" if keep_alive else "connection: close")
@@ -396,15 +468,12 @@ def render(response, keep_alive, head_only):
     return head if head_only else head + response.body
 
 
-def reason(status):
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
 # ---------------------------------------------------------------------------------------------
 # Server
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the accept loop."""
 
 
 class Shim:
@@ -412,48 +481,46 @@ class Shim:
         self.handler = handler
         self.handler_is_async = is_async(handler)
         self.handler_arity = arity(handler)
-        self.executor = concurrent.futures.thread.ThreadPoolExecutor(
-            HANDLER_THREADS, thread_name_prefix="kl-handler"
-        )
         self.stopping = False
         self.in_flight = 0
-        self.idle = None  # asyncio.Event, created on the running loop
+        self.idle = threading.Condition()
+        self.loop = None  # the asyncio loop of async handlers, started on first use
+        self.loop_lock = threading.Lock()
 
-    async def serve_connection(self, reader, writer):
+    def serve_connection(self, conn):
+        """One thread per connection, so a slow handler never holds up `/healthz` or others."""
+        rfile = conn.makefile("rb")
         try:
             while not self.stopping:
                 try:
-                    request = await read_request(reader, writer)
+                    request = read_request(rfile, conn)
                 except HttpError as err:
-                    writer.write(render(error_response(err.status, err.code, str(err)), False, False))
-                    await writer.drain()
+                    conn.sendall(render(error_response(err.status, err.code, str(err)), False, False))
                     break
-                if request is None:
+                if request is None or not self.answer(request, conn):
                     break
-                keep_alive = await self.answer(request, writer)
-                if not keep_alive:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, ClientGone):
             pass  # the client went away or sent garbage mid-body
         finally:
-            writer.close()
+            rfile.close()
+            conn.close()
 
-    async def answer(self, request, writer):
+    def answer(self, request, conn):
         """Serve one request; returns whether the connection stays open."""
-        self.in_flight += 1
-        self.idle.clear()
+        with self.idle:
+            self.in_flight += 1
         try:
-            response = await self.respond(request)
+            response = self.respond(request)
             keep_alive = request.keep_alive and not self.stopping
-            writer.write(render(response, keep_alive, request.method == "HEAD"))
-            await writer.drain()
+            conn.sendall(render(response, keep_alive, request.method == "HEAD"))
             return keep_alive
         finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
+            with self.idle:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self.idle.notify_all()
 
-    async def respond(self, request):
+    def respond(self, request):
         if request.method == "GET" and request.target == "/healthz":
             return json_response(200, {"status": "ok"})
         try:
@@ -462,7 +529,7 @@ class Shim:
             return error_response(err.status, err.code, str(err))
         context = Context(request)
         try:
-            result = await self.invoke(event, context)
+            result = self.invoke(event, context)
         except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500
             log(f"handler failed (request {context.request_id or '-'}):\n{format_exception(exc)}")
             return error_response(500, "FunctionError", str(exc), type(exc).__name__)
@@ -472,48 +539,92 @@ class Shim:
             log(f"cannot encode result (request {context.request_id or '-'}): {type(exc).__name__}: {exc}")
             return error_response(500, "SerializationError", str(exc), type(exc).__name__)
 
-    async def invoke(self, event, context):
+    def invoke(self, event, context):
         args = (event, context)[: self.handler_arity]
         if self.handler_is_async:
-            return await self.handler(*args)
-        result = await asyncio.get_running_loop().run_in_executor(self.executor, self.handler, *args)
-        if inspect.isawaitable(result):
-            result = await result
+            return self.run_async(self.handler(*args))
+        result = self.handler(*args)
+        if hasattr(result, "__await__"):
+            result = self.run_async(result)
         return result
 
-    async def run(self):
-        loop = asyncio.get_running_loop()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        stop = asyncio.Event()
+    def run_async(self, awaitable):
+        """Runs an awaitable on the one event loop all async handlers share, and waits for it."""
+        import asyncio
+
+        with self.loop_lock:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, name="kl-asyncio", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(awaited(awaitable), self.loop).result()
+
+    def run(self):
+        import signal
+
+        def stop(_signum, _frame):
+            if not self.stopping:
+                self.stopping = True
+                raise Stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            signal.signal(sig, stop)
         socket_path = os.environ.get("KL_SOCKET")
+        listener = listen(socket_path)
+        try:
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=self.serve_connection, args=(conn,), daemon=True).start()
+        except Stop:
+            pass
+        # Stop accepting and let the requests in progress finish (each gets `connection: close`);
+        # idle keep-alive connections end with the process.
+        listener.close()
+        with self.idle:
+            self.idle.wait_for(lambda: not self.in_flight)
         if socket_path:
             remove_file(socket_path)
-            server = await asyncio.start_unix_server(self.serve_connection, socket_path, limit=MAX_HEAD_BYTES)
-        else:
-            port = int(os.environ.get("PORT") or 8080)
-            server = await asyncio.start_server(self.serve_connection, "0.0.0.0", port, limit=MAX_HEAD_BYTES)
-        await stop.wait()
-        # Stop accepting and let the requests in progress finish (each gets `connection: close`).
-        self.stopping = True
-        server.close()
-        await self.idle.wait()
-        if socket_path:
-            remove_file(socket_path)
+
+
+async def awaited(awaitable):
+    return await awaitable
+
+
+def listen(socket_path):
+    if socket_path:
+        remove_file(socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(socket_path)
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", int(os.environ.get("PORT") or 8080)))
+    listener.listen(1024)
+    return listener
+
+
+# Frames of the shim's own plumbing are left out of the tracebacks shown to the user. (This
+# file's name is taken from its code: when the platform runs the precompiled `kl_shim.pyc`,
+# `__file__` names that, while frames name the source.)
+SHIM_FILE = awaited.__code__.co_filename
 
 
 def format_exception(exc):
     """The traceback, starting at the first frame that is not the shim's own plumbing."""
+    import traceback
+
+    plumbing_dirs = tuple(
+        os.path.dirname(sys.modules[name].__file__) + os.sep
+        for name in ("asyncio", "concurrent.futures")
+        if name in sys.modules
+    )
     tb = exc.__traceback__
-    while tb is not None and is_plumbing(tb.tb_frame.f_code.co_filename):
+    while tb is not None and is_plumbing(tb.tb_frame.f_code.co_filename, plumbing_dirs):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
 
 
-def is_plumbing(filename):
-    return filename in PLUMBING_FILES or filename.startswith("<frozen importlib")
+def is_plumbing(filename, plumbing_dirs):
+    return filename == SHIM_FILE or filename.startswith("<frozen importlib") or filename.startswith(plumbing_dirs)
 
 
 def remove_file(path):
@@ -524,8 +635,7 @@ def remove_file(path):
 
 
 def main():
-    shim = Shim(load_handler())
-    asyncio.run(shim.run())
+    Shim(load_handler()).run()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ pub enum Outcome {
 }
 
 /// Fails the test when `CI` is set; otherwise the check is skipped with a visible line.
-fn unavailable(what: &str) -> Outcome {
+pub fn unavailable(what: &str) -> Outcome {
     if std::env::var_os("CI").is_some() {
         panic!("{what}; CI must install it (see .ci/run)");
     }

@@ -18,7 +18,9 @@ use super::mounts;
 use super::probe::{self, SupportReport};
 use super::spec::{self, JailSpec, SHELL_ENV, SOCKET_NAME, ShellSpec};
 use super::{JAIL_COMMAND, SandboxConfig};
-use crate::{RuntimeError, StartRequest};
+use kl_core::secret::{SECRETS_DIR_ENV, SECRETS_MOUNT};
+
+use crate::{InstanceSecrets, RuntimeError, StartRequest};
 
 /// How long removing a cgroup waits for its last processes to be reaped.
 const CGROUP_REMOVAL: Duration = Duration::from_secs(5);
@@ -158,7 +160,12 @@ impl HostSandbox {
 
     /// The jail spec of `req` in `shell`, checked so that a bad request fails at once, with
     /// its reason, before anything is created (the shell stays usable).
-    pub(crate) fn plan(&self, req: &StartRequest, shell: &Shell) -> Result<JailSpec, RuntimeError> {
+    pub(crate) fn plan(
+        &self,
+        req: &StartRequest,
+        shell: &Shell,
+        secrets: &InstanceSecrets,
+    ) -> Result<JailSpec, RuntimeError> {
         let fail = |reason: String| RuntimeError::Sandbox {
             revision: req.revision.clone(),
             reason,
@@ -184,14 +191,16 @@ impl HostSandbox {
             ("KL_REVISION", req.revision.as_str()),
             ("KL_TENANT", req.tenant.as_str()),
         ];
+        // Secret variables sit with the launch's: the platform's own (identity, proxy) win.
+        let mut env = req.launch.env.clone();
+        env.extend(secrets.env.iter().cloned());
+        let secrets_dir = (!secrets.files.is_empty()).then(|| shell.dir.join("secrets"));
+        if secrets_dir.is_some() {
+            env.insert(SECRETS_DIR_ENV.to_owned(), SECRETS_MOUNT.to_owned());
+        }
         let spec = JailSpec {
             id: shell.id.clone(),
-            env: spec::function_env(
-                &req.launch.env,
-                &identity,
-                bin.as_deref(),
-                req.egress_socket.is_some(),
-            ),
+            env: spec::function_env(&env, &identity, bin.as_deref(), req.egress_socket.is_some()),
             program,
             args: req.launch.args.clone(),
             cwd: req.launch.cwd.clone(),
@@ -201,12 +210,20 @@ impl HostSandbox {
             root_dir: shell.dir.join("root"),
             sock_dir: shell.dir.join("sock"),
             egress_socket: req.egress_socket.clone(),
+            secrets_dir: secrets_dir.clone(),
             cgroups: Vec::new(),
             tmp_size_bytes: self.config.tmp_size_bytes,
             nofile: self.config.max_open_files,
             file_size_bytes: self.config.max_file_bytes,
         };
         mounts::plan(&spec, mounts::host_kind).map_err(fail)?;
+        // Last, so that a refused plan leaves the shell as it was, reusable.
+        if let Some(dir) = &secrets_dir {
+            crate::secrets::write_files(dir, &secrets.files, Some((req.uid, req.gid))).map_err(|e| {
+                crate::secrets::remove_files(dir);
+                fail(format!("cannot write the secret files: {e}"))
+            })?;
+        }
         Ok(spec)
     }
 

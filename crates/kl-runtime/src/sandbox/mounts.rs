@@ -13,6 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::StatVfsMountFlags;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
+use kl_core::secret::SECRETS_MOUNT;
+
 use super::spec::{EGRESS_PATH, JailSpec, RUN_DIR, SYSTEM_DIRS};
 
 /// Entries of the host's `/etc` exposed read-only, when present: the dynamic loader's
@@ -194,6 +196,16 @@ pub(crate) fn plan(spec: &JailSpec, host: impl Fn(&Path) -> Option<Kind>) -> Res
             target: EGRESS_PATH.into(),
             file: true,
             writable: true,
+            exec: false,
+            device: false,
+        });
+    }
+    if let Some(secrets) = &spec.secrets_dir {
+        steps.push(Step::Bind {
+            source: secrets.clone(),
+            target: SECRETS_MOUNT.into(),
+            file: false,
+            writable: false,
             exec: false,
             device: false,
         });
@@ -406,6 +418,7 @@ mod tests {
             root_dir: "/run/kl/i1/root".into(),
             sock_dir: "/run/kl/i1/sock".into(),
             egress_socket: None,
+            secrets_dir: None,
             cgroups: vec![],
             tmp_size_bytes: 1 << 20,
             nofile: 1024,
@@ -504,6 +517,32 @@ mod tests {
         let tmp = t.iter().position(|x| x == "tmpfs /tmp").expect("tmp");
         let code = t.iter().position(|x| x == "bind /tmp/build/code").expect("code");
         assert!(tmp < code);
+    }
+
+    #[test]
+    fn secrets_are_bound_read_only_without_exec_when_given() {
+        assert!(
+            !targets(&plan(&spec(), merged_usr_host()).expect("plan"))
+                .iter()
+                .any(|t| t.contains("secrets"))
+        );
+        let mut s = spec();
+        s.secrets_dir = Some("/run/kl/i1/secrets".into());
+        let steps = plan(&s, merged_usr_host()).expect("plan");
+        let bind = steps
+            .iter()
+            .find(|step| matches!(step, Step::Bind { target, .. } if target == Path::new(SECRETS_MOUNT)));
+        assert_eq!(
+            bind,
+            Some(&Step::Bind {
+                source: "/run/kl/i1/secrets".into(),
+                target: SECRETS_MOUNT.into(),
+                file: false,
+                writable: false,
+                exec: false,
+                device: false,
+            })
+        );
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub(crate) struct JailSpec {
     pub sock_dir: PathBuf,
     /// Host path of the egress proxy socket, bound at [`EGRESS_PATH`].
     pub egress_socket: Option<PathBuf>,
+    /// Host folder of the instance's secret files, bound read-only at
+    /// [`kl_core::secret::SECRETS_MOUNT`].
+    #[serde(default)]
+    pub secrets_dir: Option<PathBuf>,
     /// Cgroup folders the sandbox joins (one per hierarchy).
     pub cgroups: Vec<PathBuf>,
     pub tmp_size_bytes: u64,
@@ -178,6 +182,7 @@ mod tests {
             root_dir: "/run/x/root".into(),
             sock_dir: "/run/x/sock".into(),
             egress_socket: Some("/run/egress.sock".into()),
+            secrets_dir: None,
             cgroups: vec!["/sys/fs/cgroup/kl/abc123".into()],
             tmp_size_bytes: 64 << 20,
             nofile: 1024,

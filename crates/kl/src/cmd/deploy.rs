@@ -37,6 +37,8 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         priority: args.priority,
         min_scale: args.min_scale,
         autoscaling: None,
+        secrets: args.secrets.clone(),
+        secret_env: args.secret_env.iter().cloned().collect(),
     };
     let progress = Progress::new(std::io::stderr().is_terminal());
     progress.status(&format!(
@@ -44,7 +46,11 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
         archive.len().div_ceil(1024)
     ));
     let started = Instant::now();
-    let fn_path = format!("/v1/tenants/{}/functions/{name}", args.tenant);
+    let tenant = match &args.env_name {
+        Some(env) => kl_core::environment_tenant(&args.tenant, env)?,
+        None => args.tenant.clone(),
+    };
+    let fn_path = format!("/v1/tenants/{tenant}/functions/{name}");
     let request = client
         .request(Method::PUT, &format!("{fn_path}/source"))
         .query(&[("options", serde_json::to_string(&options)?)])
@@ -68,7 +74,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<Option<Revision
                 rev.name,
                 millis(started.elapsed().as_millis() as u64)
             );
-            println!("  url: {}/fn/{}/{name}", client.base(), args.tenant);
+            println!("  url: {}/fn/{tenant}/{name}", client.base());
             Ok(Some(rev))
         }
         _ => {

@@ -39,6 +39,9 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     init_logging("info");
     let mut config = ServerConfig::new(data_dir, args.listen);
     config.cache_dir = args.cache_dir;
+    if let Some(url) = &args.store {
+        config.objects = kl_server::Objects::parse(url)?;
+    }
     config.idle_timeout = args.idle_timeout;
     config.build_concurrency = args.build_concurrency.max(1);
     config.build_timeout = args.build_timeout;
@@ -57,6 +60,7 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     config.isolation = isolation(args.isolation, args.warm_sandboxes)?;
     config.max_queue = args.max_queue;
     config.bus = bus(&args.bus, &args.bus_prefix)?;
+    config.db = args.db.as_deref().map(db).transpose()?;
     config.dedupe_window = args.dedupe_window;
     config.dispatch_concurrency = args.dispatch_concurrency.max(1);
     if let Some(path) = &args.rates {
@@ -64,6 +68,9 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     }
     config.metering.interval = args.meter_interval.max(Duration::from_millis(100));
     config.metering.retention = args.usage_retention;
+    config.secrets_key = std::env::var(kl_core::secret::SECRETS_KEY_ENV)
+        .ok()
+        .map(kl_server::SecretsKeyText);
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -82,6 +89,17 @@ fn bus(url: &str, prefix: &str) -> Result<Bus> {
         url: url.to_owned(),
         prefix: prefix.to_owned(),
     })
+}
+
+/// The PostgreSQL URL `--db` names.
+fn db(url: &str) -> Result<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        // Not the value itself: a URL may carry a password.
+        bail!(
+            "--db takes a PostgreSQL URL, postgres://USER:PASS@HOST:5432/DB (without it, the store is the SQLite file in the data dir)"
+        );
+    }
+    Ok(url.to_owned())
 }
 
 /// The runtime isolation `--isolation` asks for.
@@ -209,6 +227,9 @@ async fn deploy_examples(client: &Client, examples: &Path) -> Vec<String> {
             max_scale: None,
             min_scale: None,
             public: false,
+            secrets: Vec::new(),
+            secret_env: Vec::new(),
+            env_name: None,
             no_wait: false,
         };
         let rev = match deploy::deploy(client, args).await {
@@ -279,6 +300,18 @@ async fn installed(program: &str, probe: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn db_takes_postgres_urls_only_and_never_echoes_them() {
+        for url in ["postgres://u:p@h/db", "postgresql://h:5432/db?sslmode=disable"] {
+            assert_eq!(db(url).unwrap(), url);
+        }
+        for url in ["sqlite:///tmp/kl.db", "mysql://u:secret@h/db", "/tmp/kl.db", ""] {
+            let refused = format!("{:#}", db(url).unwrap_err());
+            assert!(refused.contains("PostgreSQL URL"), "{refused}");
+            assert!(url.is_empty() || !refused.contains(url), "{refused}");
+        }
+    }
 
     #[test]
     fn rates_files_override_the_defaults_and_are_checked() {

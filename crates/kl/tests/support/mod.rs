@@ -53,6 +53,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// The extra `kl server` flags it was started with; restarts use them again.
     args: Vec<String>,
+    /// Extra environment for the server process (e.g. `AWS_*`); restarts use it again.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -62,6 +64,11 @@ impl Server {
 
     /// Starts a server with extra `kl server` flags.
     pub async fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[]).await
+    }
+
+    /// Starts a server with extra `kl server` flags and environment variables.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             dir,
@@ -69,6 +76,7 @@ impl Server {
             child: None,
             http: reqwest::Client::new(),
             args: extra.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         };
         server.launch().await;
         server
@@ -99,6 +107,7 @@ impl Server {
             .arg("--cache-dir")
             .arg(shared_cache())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
