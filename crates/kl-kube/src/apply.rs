@@ -21,6 +21,7 @@ pub fn api_resource(object: &Object) -> ApiResource {
         Object::ResourceQuota(_) => ApiResource::erase::<core::v1::ResourceQuota>(&()),
         Object::LimitRange(_) => ApiResource::erase::<core::v1::LimitRange>(&()),
         Object::ConfigMap(_) => ApiResource::erase::<core::v1::ConfigMap>(&()),
+        Object::Secret(_) => ApiResource::erase::<core::v1::Secret>(&()),
         Object::NetworkPolicy(_) => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
         Object::Role(_) => ApiResource::erase::<rbac::v1::Role>(&()),
         Object::RoleBinding(_) => ApiResource::erase::<rbac::v1::RoleBinding>(&()),
