@@ -1,6 +1,6 @@
 //! Knative's custom resources, as small serde structs holding only the fields we emit. Written
 //! by hand rather than derived with `kube::CustomResource`: we only write them, and this keeps
-//! `kube` (and its HTTP stack) out of the crate until a reconciler needs a client. Field names
+//! `kube` (and its HTTP stack) out of the crate; `kl-kube` applies them. Field names
 //! follow the CRD schemas in `shared/schemas/crds/`, which the tests validate against strictly.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The Kubernetes + Knative form of knative-lambda's domain model (DESIGN §1, scale-out column):
 //! pure functions from tenants, builds, revisions and triggers to the objects a cluster runs,
-//! and deterministic YAML for `kl export k8s`. No cluster, no client: the reconcilers that apply
-//! these objects come later, and render exactly what is tested here.
+//! and deterministic YAML for `kl export k8s`. No cluster, no client: `kl-kube` applies these
+//! objects, exactly as rendered and tested here.
 //!
 //! | ours | rendered as | module |
 //! |---|---|---|
@@ -12,6 +12,7 @@
 //! | revision + traffic | Knative Service | [`knative_service`] |
 //! | platform autoscaling defaults | `knative-serving/config-autoscaler` ConfigMap | [`autoscaler_config`] |
 //! | broker, trigger, schedule | Knative Broker, Trigger, PingSource | [`eventing`] |
+//! | a platform's whole state (`kl export k8s`) | all of the above | [`export`] |
 //!
 //! Core kinds are `k8s-openapi` types; Knative's custom resources are small structs of ours
 //! holding only the fields we emit ([`crd`]).
@@ -20,6 +21,7 @@ pub mod autoscaler_config;
 pub mod build_job;
 pub mod crd;
 pub mod eventing;
+pub mod export;
 pub mod knative_service;
 pub mod names;
 pub mod secret;
@@ -41,6 +43,7 @@ pub use crd::{Broker, KnativeService, PingSource, Trigger};
 pub use eventing::{
     BrokerInput, PingSourceInput, TriggerInput, render_broker, render_ping_source, render_trigger,
 };
+pub use export::{ExportSettings, FunctionState, TenantState, render_platform};
 pub use knative_service::{
     SecretEnv, ServiceInput, TrafficTarget, autoscaling_annotations, render_knative_service,
 };

@@ -6,7 +6,7 @@ use crate::{Object, RenderError};
 /// Where a kind goes in the stream: what others depend on first (namespaces and priority
 /// classes before what lives in or refers to them), so `kubectl apply -f` of the whole file
 /// succeeds in one pass.
-fn apply_order(object: &Object) -> u8 {
+pub fn apply_order(object: &Object) -> u8 {
     match object {
         Object::Namespace(_) => 0,
         Object::PriorityClass(_) => 1,

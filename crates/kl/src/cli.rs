@@ -60,6 +60,9 @@ pub enum Command {
     /// Chargeback: what tenants and functions used and cost.
     #[command(subcommand)]
     Cost(CostCommand),
+    /// Reconcile LambdaFunction resources in the current Kubernetes cluster (kubeconfig or
+    /// in-cluster service account).
+    Operator(OperatorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -549,6 +552,49 @@ pub enum ExportCommand {
     Tenant(TenantRef),
     /// A trigger as a `kind: Trigger` document.
     Trigger(TriggerRef),
+    /// The platform's state as Kubernetes and Knative objects (multi-document YAML, for GitOps).
+    K8s(ExportK8sArgs),
+    /// The LambdaFunction CustomResourceDefinition that `kl operator` serves.
+    Crd,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportK8sArgs {
+    /// Only this tenant's objects (without the cluster-wide ones).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Registry and path images are pushed to: `<registry>/<tenant>/<function>:<revision>`.
+    #[arg(
+        long,
+        env = "KL_REGISTRY",
+        default_value = "registry.example.com/knative-lambda"
+    )]
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Registry and path built images are pushed to: `<registry>/<tenant>/<function>:<id>`.
+    #[arg(long, env = "KL_REGISTRY")]
+    pub registry: String,
+    /// Secret (`kubernetes.io/dockerconfigjson`) in the build namespace with push rights.
+    #[arg(long = "push-secret", default_value = "registry-push")]
+    pub push_secret: String,
+    /// Repository for Kaniko's layer cache.
+    #[arg(long = "cache-repo")]
+    pub cache_repo: Option<String>,
+    /// Push over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: bool,
+    /// Bucket holding `source.archive` keys.
+    #[arg(long, env = "KL_SOURCE_BUCKET", default_value = "kl-sources")]
+    pub bucket: String,
+    /// Secret with object-store credentials for builds (`AWS_ACCESS_KEY_ID`, …).
+    #[arg(long = "credentials-secret")]
+    pub credentials_secret: Option<String>,
+    /// Namespace the build Jobs run in.
+    #[arg(long = "build-namespace", default_value = "knative-lambda-builds")]
+    pub build_namespace: String,
 }
 
 /// Events, triggers and async invocations.

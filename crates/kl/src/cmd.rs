@@ -8,6 +8,7 @@ pub mod env;
 pub mod events;
 pub mod functions;
 pub mod invoke;
+pub mod k8s;
 pub mod logs;
 pub mod secret;
 pub mod server;

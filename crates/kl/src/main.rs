@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => cmd::server::server(args, cli.conn.data_dir).await,
         Command::Quickstart(args) => cmd::server::quickstart(args, cli.conn.data_dir).await,
+        Command::Operator(args) => cmd::k8s::operator(args).await,
         command => {
             let client = client::Client::from_conn(&cli.conn)?;
             match command {
@@ -52,7 +53,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Access(command) => cmd::access(&client, command).await,
                 Command::Eventing(command) => cmd::eventing(&client, command).await,
                 Command::Cost(command) => cmd::cost::cost(&client, command).await,
-                Command::Server(_) | Command::Quickstart(_) => unreachable!("handled above"),
+                Command::Server(_) | Command::Quickstart(_) | Command::Operator(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

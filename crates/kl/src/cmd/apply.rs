@@ -96,6 +96,8 @@ async fn apply_trigger(client: &Client, tenant: &str, name: &str, spec: &Value) 
 
 pub async fn export(client: &Client, command: ExportCommand) -> Result<()> {
     let doc = match command {
+        ExportCommand::K8s(args) => return crate::cmd::k8s::export(client, args).await,
+        ExportCommand::Crd => return crate::cmd::k8s::print_crd(),
         ExportCommand::Tenant(args) => {
             let view: Value = client.get(&tenant_path(&args.name)?).await?;
             Document {

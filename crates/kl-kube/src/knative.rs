@@ -1,0 +1,160 @@
+//! A Knative Service's readiness and URL, read from its `status`.
+
+use kl_k8s::crd;
+use kube::api::{Api, DynamicObject};
+use serde::Deserialize;
+
+use crate::apply::knative;
+use crate::error::target;
+use crate::{Applier, KubeError};
+
+/// The Service's `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Knative has not (yet) reconciled the current generation.
+    Unknown,
+    Ready,
+    /// Not ready, with Knative's reason and message (`RevisionFailed`, `ContainerMissing`, …).
+    NotReady {
+        reason: String,
+        message: String,
+    },
+}
+
+/// What Knative reports about a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub readiness: Readiness,
+    /// Its address (`http://hello.kl-acme.svc.cluster.local`) once routed.
+    pub url: Option<String>,
+    pub latest_ready_revision: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    #[serde(default)]
+    observed_generation: Option<i64>,
+    #[serde(default)]
+    conditions: Vec<RawCondition>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    latest_ready_revision_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The status of a Service object as the API returned it. `Ready` counts only once Knative has
+/// observed the object's current generation: before that it describes the previous spec.
+pub fn service_status(object: &DynamicObject) -> Result<ServiceStatus, String> {
+    let Some(raw) = object.data.get("status") else {
+        return Ok(ServiceStatus {
+            readiness: Readiness::Unknown,
+            url: None,
+            latest_ready_revision: None,
+        });
+    };
+    let raw: RawStatus = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let current = raw.observed_generation.is_some() && raw.observed_generation == object.metadata.generation;
+    let ready = raw.conditions.iter().find(|c| c.type_ == "Ready");
+    let readiness = match ready {
+        Some(c) if current && c.status == "True" => Readiness::Ready,
+        Some(c) if current && c.status == "False" => Readiness::NotReady {
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        },
+        _ => Readiness::Unknown,
+    };
+    Ok(ServiceStatus {
+        readiness,
+        url: raw.url,
+        latest_ready_revision: raw.latest_ready_revision_name,
+    })
+}
+
+impl Applier {
+    /// The status of Knative Service `ns/name`, or `None` if there is no such Service.
+    pub async fn knative_service_status(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<ServiceStatus>, KubeError> {
+        let resource = knative(crd::SERVING_V1, "Service", "services");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let object = api
+            .get_opt(name)
+            .await
+            .map_err(|e| KubeError::from_kube("read", target("Service", ns, name), e))?;
+        object
+            .map(|o| {
+                service_status(&o).map_err(|reason| KubeError::Decode {
+                    target: target("Service", ns, name),
+                    reason,
+                })
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(generation: i64, status: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "hello", "namespace": "kl-acme", "generation": generation},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_counts_only_for_the_observed_generation() {
+        let status = serde_json::json!({
+            "observedGeneration": 2,
+            "url": "http://hello.kl-acme.svc.cluster.local",
+            "latestReadyRevisionName": "hello-00002",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        });
+        let current = service_status(&service(2, status.clone())).unwrap();
+        assert_eq!(current.readiness, Readiness::Ready);
+        assert_eq!(
+            current.url.as_deref(),
+            Some("http://hello.kl-acme.svc.cluster.local")
+        );
+        assert_eq!(current.latest_ready_revision.as_deref(), Some("hello-00002"));
+        assert_eq!(
+            service_status(&service(3, status)).unwrap().readiness,
+            Readiness::Unknown
+        );
+    }
+
+    #[test]
+    fn a_failed_revision_is_not_ready_with_knatives_reason() {
+        let status = serde_json::json!({
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "RevisionFailed",
+                            "message": "image pull failed"}],
+        });
+        assert_eq!(
+            service_status(&service(1, status)).unwrap().readiness,
+            Readiness::NotReady {
+                reason: "RevisionFailed".into(),
+                message: "image pull failed".into()
+            }
+        );
+        let garbled = serde_json::json!({"conditions": "yes"});
+        assert!(service_status(&service(1, garbled)).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! `kl operator`: a kube-runtime Controller reconciling `LambdaFunction`s. Each pass observes
+//! the function's build Job and Knative Service, asks [`crate::plan::plan`] what to do, applies
+//! that and writes the status. A finalizer removes the Service, Triggers and PingSources when
+//! the function is deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use thiserror::Error;
+
+use crate::crd::LambdaFunction;
+use crate::error::target;
+use crate::plan::{Observed, OperatorSettings, build_job_name, plan};
+use crate::{Applier, FIELD_MANAGER, KubeError};
+
+/// Held on every `LambdaFunction` until its objects are removed.
+pub const FINALIZER: &str = "knative-lambda.io/cleanup";
+
+/// After a failed pass, the next try comes this much later.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// What every reconcile pass shares.
+pub struct Context {
+    pub applier: Applier,
+    pub settings: OperatorSettings,
+}
+
+/// Why a reconcile pass failed; the controller retries after [`RETRY`].
+#[derive(Debug, Error)]
+#[error(transparent)]
+pub struct ReconcileError(#[from] Box<finalizer::Error<KubeError>>);
+
+/// One reconcile pass over `lf`.
+pub async fn reconcile(lf: Arc<LambdaFunction>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ns = lf.namespace().unwrap_or_default();
+    let api: Api<LambdaFunction> = Api::namespaced(ctx.applier.client().clone(), &ns);
+    finalizer(&api, FINALIZER, lf, |event| async {
+        match event {
+            Event::Apply(lf) => apply(&api, &lf, &ctx).await,
+            Event::Cleanup(lf) => cleanup(&lf, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError(Box::new(e)))
+}
+
+async fn apply(api: &Api<LambdaFunction>, lf: &LambdaFunction, ctx: &Context) -> Result<Action, KubeError> {
+    let ns = lf.namespace().unwrap_or_default();
+    let name = lf.name_any();
+    let build = match build_job_name(lf) {
+        Some(job) => Some(
+            ctx.applier
+                .build_state(&ctx.settings.platform.build_namespace, &job)
+                .await?,
+        ),
+        None => None,
+    };
+    let service = ctx.applier.knative_service_status(&ns, &name).await?;
+    let plan = plan(lf, &Observed { build, service }, &ctx.settings);
+    ctx.applier.apply_all(&plan.apply).await?;
+    if lf.status.as_ref() != Some(&plan.status) {
+        // Applied, so fields the new status leaves out (an old URL) are removed.
+        let body = serde_json::json!({
+            "apiVersion": LambdaFunction::api_version(&()),
+            "kind": LambdaFunction::kind(&()),
+            "status": plan.status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|e| KubeError::from_kube("write the status of", target("LambdaFunction", &ns, &name), e))?;
+    }
+    Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn cleanup(lf: &LambdaFunction, ctx: &Context) -> Result<Action, KubeError> {
+    let ns = lf.namespace().unwrap_or_default();
+    // A function outside a tenant namespace never had objects applied.
+    if let Some(tenant) = ns.strip_prefix(kl_k8s::names::NAMESPACE_PREFIX) {
+        ctx.applier.delete_function(tenant, &lf.name_any()).await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(lf: Arc<LambdaFunction>, err: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!(function = %lf.name_any(), namespace = ?lf.namespace(), error = %err, "reconcile failed");
+    Action::requeue(RETRY)
+}
+
+/// Runs the controller over every namespace until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, settings: OperatorSettings) {
+    let api: Api<LambdaFunction> = Api::all(client.clone());
+    let ctx = Arc::new(Context {
+        applier: Applier::new(client),
+        settings,
+    });
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(function = %object.name, "reconciled"),
+                Err(err) => tracing::warn!(error = %err, "reconcile"),
+            }
+        })
+        .await;
+}
