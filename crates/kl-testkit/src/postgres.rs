@@ -24,21 +24,11 @@ impl FreshDatabase {
     /// Creates one. `None` when `KL_TEST_POSTGRES_URL` is unset, having printed a SKIPPED line
     /// naming `what`; in CI (`CI` set) that panics instead, since CI must run the variant.
     pub async fn create(what: &str) -> Option<FreshDatabase> {
-        let base = match std::env::var(URL_VAR) {
-            Ok(url) if !url.is_empty() => url,
-            _ if std::env::var_os("CI").is_some() => panic!(
-                "{URL_VAR} is unset in CI: the PostgreSQL variant of {what} must run there (.ci/run starts PostgreSQL and exports it)"
-            ),
-            _ => {
-                // Straight to stderr: libtest captures `eprintln!` of passing tests.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED PostgreSQL variant of {what}: set {URL_VAR}=postgres://kl:kl@127.0.0.1:5432 to run it"
-                );
-                return None;
-            }
-        };
+        let base = crate::service_url(
+            URL_VAR,
+            &format!("the PostgreSQL variant of {what}"),
+            "postgres://kl:kl@127.0.0.1:5432",
+        )?;
         let name = unique_name();
         let admin_url = with_database(&base, "postgres");
         // A locale collation (ICU en-US: 'a' < 'B'), as a production database may have, so

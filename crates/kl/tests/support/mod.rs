@@ -319,21 +319,12 @@ impl Bus {
     /// RabbitMQ at `KL_TEST_AMQP_URL`. Unset: `None` with a SKIPPED line, except in CI, where
     /// the RabbitMQ variants must run and so fail.
     pub fn amqp() -> Option<Bus> {
-        match std::env::var("KL_TEST_AMQP_URL") {
-            Ok(url) if !url.is_empty() => Some(Bus::Amqp(url)),
-            _ if std::env::var_os("CI").is_some() => panic!(
-                "KL_TEST_AMQP_URL is unset in CI: the RabbitMQ variants of the eventing tests must run there (.ci/run starts RabbitMQ and exports it)"
-            ),
-            _ => {
-                // Straight to stderr: libtest captures `eprintln!` of passing tests.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED RabbitMQ variant: set KL_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f to run it"
-                );
-                None
-            }
-        }
+        kl_testkit::service_url(
+            "KL_TEST_AMQP_URL",
+            "RabbitMQ variant",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        )
+        .map(Bus::Amqp)
     }
 
     /// The `kl server` flags: RabbitMQ servers get exchanges and queues of their own.
