@@ -197,8 +197,11 @@ cold_server() { # isolation
   cold_fn "$1" hello-go
 }
 cold_server sandbox
-# (c) burst, on the sandboxed server: the default tenant's quotas raised so that they (and the
-# node capacity above) are not what limits the burst.
+stop
+# (c) burst, on a sandboxed server of its own whose idle timeout (10 s) outlasts the 5 s
+# window, so that instances which answered early still count; the default tenant's quotas
+# raised so that they (and the node capacity) are not what limits the burst.
+start --idle-timeout 10s --isolation sandbox --capacity-cpu 64 --capacity-memory 32Gi
 curl -sf -X PUT -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   "$KL_URL/v1/tenants/default" \
   -d '{"quotas":{"instances":'"$burst"',"cpu":"64","memory":"32Gi"}}' >/dev/null
@@ -246,7 +249,7 @@ stop
     echo "- $iso, $lang: $raw"
   done
   echo
-  echo "**(c) Burst** (sandbox): python-hello deployed with \`--concurrency 1 --max-scale $burst --memory"
+  echo "**(c) Burst** (sandbox, \`kl server --idle-timeout 10s\`): python-hello deployed with \`--concurrency 1 --max-scale $burst --memory"
   echo "128Mi --cpu 100m\`, default tenant quotas raised to $burst instances / 64 CPU / 32Gi and node capacity"
   echo "to 64 CPU / 32Gi, from zero instances, $burst curl processes started at once: $burst_line"
 } | tee -a bench/RESULTS.md
