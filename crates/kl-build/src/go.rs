@@ -9,19 +9,11 @@ use tokio::process::Command;
 use crate::{BuildError, LangContext, Launch, Prepared, cache_entry, cache_key, command, copy_tree, shims};
 
 pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildError> {
-    let go_mod = tokio::fs::read_to_string(ctx.root.join("go.mod"))
-        .await
-        .map_err(|_| BuildError::Manifest("Go functions need a go.mod at the source root".into()))?;
-    let module =
-        module_path(&go_mod).ok_or_else(|| BuildError::Manifest("go.mod has no `module` line".into()))?;
-    if root_package_is_main(ctx.root).await? {
-        return Err(BuildError::GoMainPackage);
-    }
+    let main = shim_main(ctx.root).await?;
     let root = ctx.root.to_path_buf();
     let tree = tokio::task::spawn_blocking(move || tree_digest(&root))
         .await
         .expect("digest task panicked")?;
-    let main = shims::GO_MAIN.replace("{{USER_PKG}}", &module);
     shims::write(ctx.out, shims::GO_MAIN_FILE, &main).await?;
     let key = cache_key(&[
         b"go",
@@ -65,6 +57,20 @@ pub(crate) async fn prepare(ctx: &LangContext<'_>) -> Result<Prepared, BuildErro
         deps_key: key,
         deps_cached: cached,
     })
+}
+
+/// The shim's `main` for the Go function at `root`, importing the user's package. Checks what
+/// needs no toolchain: a go.mod with a `module` line, and a root package that is not `main`.
+pub(crate) async fn shim_main(root: &Path) -> Result<String, BuildError> {
+    let go_mod = tokio::fs::read_to_string(root.join("go.mod"))
+        .await
+        .map_err(|_| BuildError::Manifest("Go functions need a go.mod at the source root".into()))?;
+    let module =
+        module_path(&go_mod).ok_or_else(|| BuildError::Manifest("go.mod has no `module` line".into()))?;
+    if root_package_is_main(root).await? {
+        return Err(BuildError::GoMainPackage);
+    }
+    Ok(shims::GO_MAIN.replace("{{USER_PKG}}", &module))
 }
 
 /// The `module` path declared in go.mod.

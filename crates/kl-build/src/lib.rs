@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 
 pub use archive::{ArchiveError, UnpackLimits, Unpacked, unpack};
-pub use context::container_context;
+pub use context::{base_toolchain, container_context, source_context};
 pub use detect::{detect_runtime, source_root};
 pub use log::BuildLog;
 pub use manifest::{MANIFEST_FILE, parse_manifest, read_manifest};
