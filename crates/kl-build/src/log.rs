@@ -32,6 +32,11 @@ impl BuildLog {
         let _ = (&self.file).write_all(format!("==> {text}\n").as_bytes());
     }
 
+    /// Appends one line of a tool's output as it is (a cluster build's log).
+    pub fn output(&self, text: &str) {
+        let _ = (&self.file).write_all(format!("{text}\n").as_bytes());
+    }
+
     /// Appends the command line a step runs (`$ …`).
     pub fn command(&self, shown: &str) {
         let _ = (&self.file).write_all(format!("$ {shown}\n").as_bytes());

@@ -320,6 +320,18 @@ impl Gateway {
         }
     }
 
+    /// Sets the rate limit of a function served elsewhere (a Knative Service), whose requests
+    /// still pass this gateway's rate limits through [`Gateway::admit_elsewhere`].
+    pub fn set_rate_elsewhere(&self, tenant: &str, function: &str, limit: Option<RateSpec>) {
+        self.rates.set_function(tenant, function, limit.and_then(rate));
+    }
+
+    /// Admits one request to a function served elsewhere against the tenant's and the
+    /// function's rate limits, as [`Gateway::invoke`] does for the functions it runs.
+    pub fn admit_elsewhere(&self, tenant: &str, function: &str) -> Result<(), GatewayError> {
+        Ok(self.rates.check(tenant, function)?)
+    }
+
     /// Serves one invocation.
     pub async fn invoke(
         &self,

@@ -2,6 +2,7 @@
 
 use kl_k8s::crd;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::wait::await_condition;
 use serde::Deserialize;
 
 use crate::apply::knative;
@@ -103,6 +104,43 @@ impl Applier {
                 })
             })
             .transpose()
+    }
+
+    /// Watches Knative Service `ns/name` until `revision` is its latest ready revision and the
+    /// Service is `Ready` (returning its status), or Knative reports it not ready. Waits without
+    /// a deadline of its own: the caller bounds it, since only it knows how long a rollout may take.
+    pub async fn wait_until_ready(
+        &self,
+        ns: &str,
+        name: &str,
+        revision: &str,
+    ) -> Result<ServiceStatus, KubeError> {
+        let resource = knative(crd::SERVING_V1, "Service", "services");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let settled = |object: Option<&DynamicObject>| {
+            object
+                .and_then(|o| service_status(o).ok())
+                .is_some_and(|s| match s.readiness {
+                    Readiness::Ready => s.latest_ready_revision.as_deref() == Some(revision),
+                    Readiness::NotReady { .. } => true,
+                    Readiness::Unknown => false,
+                })
+        };
+        let object = await_condition(api, name, settled)
+            .await
+            .map_err(|source| KubeError::Watch {
+                target: target("Service", ns, name),
+                source,
+            })?
+            .ok_or_else(|| KubeError::NotFound {
+                action: "watch",
+                target: target("Service", ns, name),
+                message: "the Service was deleted before it became ready".to_owned(),
+            })?;
+        service_status(&object).map_err(|reason| KubeError::Decode {
+            target: target("Service", ns, name),
+            reason,
+        })
     }
 }
 

@@ -61,6 +61,50 @@ pub struct ServerConfig {
     /// The secrets keys (`KL_SECRETS_KEY`: base64, comma-separated, current first); without
     /// them, the key file `DATA_DIR/secrets.key`.
     pub secrets_key: Option<SecretsKeyText>,
+    /// Where functions are built and run.
+    pub backend: Backend,
+}
+
+/// Where functions are built and run (DESIGN §1, builder and runtime seams).
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// Built here (pip, npm, go) and run as local sandboxed processes.
+    #[default]
+    Local,
+    /// Built by Kaniko Jobs and served by Knative Services in a cluster.
+    Kubernetes(KubernetesConfig),
+}
+
+/// What the Kubernetes backend needs beyond the cluster's address (kubeconfig or the pod's
+/// service account).
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// Image prefix builds push to: `<registry>/<tenant>/<function>:<nnnnn>`.
+    pub registry: String,
+    /// `kubernetes.io/dockerconfigjson` Secret in the build namespace with push rights.
+    pub push_secret: String,
+    /// Secret in the build namespace whose keys become the build's environment: the object
+    /// store's credentials (`AWS_*`), so Kaniko can read the context.
+    pub store_credentials_secret: Option<String>,
+    /// Secret in each tenant namespace to pull images with; none when nodes can pull.
+    pub pull_secret: Option<String>,
+    /// How long a Knative Service may take to become Ready after it is applied.
+    pub ready_timeout: Duration,
+    /// Namespaces, priority classes and the build namespace, as rendered by `kl-k8s`.
+    pub platform: kl_k8s::PlatformSettings,
+}
+
+impl KubernetesConfig {
+    pub fn new(registry: String) -> KubernetesConfig {
+        KubernetesConfig {
+            registry,
+            push_secret: "registry-push".to_owned(),
+            store_credentials_secret: None,
+            pull_secret: None,
+            ready_timeout: Duration::from_secs(300),
+            platform: kl_k8s::PlatformSettings::default(),
+        }
+    }
 }
 
 /// Secrets keys as given; `Debug` never shows them.
@@ -142,6 +186,7 @@ impl ServerConfig {
             metering: MeteringConfig::default(),
             secret_limits: kl_core::SecretLimits::default(),
             secrets_key: None,
+            backend: Backend::Local,
         }
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kl_api::{DeployAccepted, Rollback, ServingChanged};
-use kl_build::{Artifact, BuildInput, BuildLog, LAUNCH_FILE};
+use kl_build::{BuildInput, BuildLog, LAUNCH_FILE};
 use kl_core::{Action, FunctionSettings, Launch, Quota, admit, validate_function_name};
 use kl_events::{lifecycle, types};
 use kl_gateway::RevisionTarget;
@@ -25,6 +25,7 @@ use tempfile::TempDir;
 
 use crate::ServerError;
 use crate::auth::Caller;
+use crate::cluster::Cluster;
 use crate::error::{ApiError, parse_json};
 use crate::quota::BuildClaim;
 use crate::state::AppState;
@@ -202,11 +203,11 @@ pub(crate) async fn build_job(
     };
     let ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(artifact) => {
-            tracing::info!(revision = %name, ms, digest = %artifact.digest, "revision ready");
+        Ok(built) => {
+            tracing::info!(revision = %name, ms, digest = %built.digest, "revision ready");
             emit(event(
                 types::BUILD_COMPLETED,
-                json!({"revision": name, "digest": artifact.digest, "durationMs": ms, "depsCached": artifact.deps_cached}),
+                json!({"revision": name, "digest": built.digest, "durationMs": ms, "depsCached": built.deps_cached}),
             ))
             .await;
             emit(event(types::FUNCTION_READY, json!({"revision": name}))).await;
@@ -239,17 +240,28 @@ fn open_log(path: &std::path::Path) -> std::io::Result<BuildLog> {
     BuildLog::create(path)
 }
 
+/// What a successful build reports in `lifecycle.build.completed`.
+struct Built {
+    /// The artifact's content digest, or the pushed image's digest for a cluster build.
+    digest: String,
+    /// Whether the dependency layer came from the cache; unknown for a cluster build.
+    deps_cached: Option<bool>,
+}
+
 async fn build_and_promote(
     state: &Arc<AppState>,
     rev: &RevisionRecord,
     staging: Option<TempDir>,
     log: &BuildLog,
     started: Instant,
-) -> Result<Artifact, String> {
+) -> Result<Built, String> {
     let staging = match staging {
         Some(dir) => dir,
         None => fetch_source(state, rev).await.map_err(|e| e.message)?,
     };
+    if let Some(cluster) = &state.cluster {
+        return build_in_cluster(state, cluster, rev, staging, log, started).await;
+    }
     let out = state.layout.artifact(&rev.tenant, &rev.function, rev.number);
     let _ = tokio::fs::remove_dir_all(&out).await;
     let (_, limits) = state.tenant_limits(&rev.tenant).await.map_err(|e| e.message)?;
@@ -313,7 +325,98 @@ async fn build_and_promote(
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(artifact)
+    Ok(Built {
+        digest: artifact.digest,
+        deps_cached: Some(artifact.deps_cached),
+    })
+}
+
+/// The Kubernetes backend's build: the context packed straight from the source (no toolchain
+/// runs here), a Kaniko Job, then the Knative Service, routed once Knative reports it ready.
+/// A newer revision already serving keeps the Service: this one is recorded ready, unapplied.
+async fn build_in_cluster(
+    state: &Arc<AppState>,
+    cluster: &Cluster,
+    rev: &RevisionRecord,
+    staging: TempDir,
+    log: &BuildLog,
+    started: Instant,
+) -> Result<Built, String> {
+    let (_, limits) = state.tenant_limits(&rev.tenant).await.map_err(|e| e.message)?;
+    let root = kl_build::source_root(staging.path()).map_err(|e| e.to_string())?;
+    let spec = state
+        .builder
+        .resolve(&root, &rev.settings, &limits)
+        .map_err(|e| e.to_string())?;
+    log.line(&format!("runtime {}, handler {}", spec.runtime, spec.handler));
+    let context = kl_build::source_context(&root, &spec)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(staging);
+    let key = crate::objects::keys::context(&rev.tenant, &rev.function, rev.number);
+    state
+        .objects
+        .put(&key.as_str().into(), context.into())
+        .await
+        .map_err(|e| format!("could not store the build context: {e}"))?;
+    let pushed = cluster
+        .build(rev, spec.runtime, &key, state.config.build_timeout, log)
+        .await
+        .map_err(|e| e.to_string())?;
+    log.line(&format!("pushed {}", pushed.image));
+    let current = state
+        .store
+        .function(&rev.tenant, &rev.function)
+        .await
+        .map_err(|_| "the function was deleted during the build".to_owned())?;
+    let serve = current
+        .serving_revision
+        .is_none_or(|serving| serving <= rev.number);
+    if serve {
+        let secrets = if spec.secrets.is_empty() {
+            Default::default()
+        } else {
+            crate::secrets::RevisionSecrets {
+                store: state.store.clone(),
+                vault: state.vault.clone(),
+                tenant: rev.tenant.clone(),
+                uses: spec.secrets.clone(),
+            }
+            .open()
+            .await?
+        };
+        log.line("applying the Knative Service; waiting for Knative to report it ready");
+        let url = cluster
+            .serve(rev, &spec, &pushed.image, &secrets)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _promotion = state.promote.lock().await;
+        cluster.route(&state.gateway, &rev.tenant, &rev.function, url, &spec);
+    } else {
+        log.line("a newer revision already serves; this one is built but its Service is not applied");
+    }
+    state
+        .store
+        .finish_revision(
+            &rev.tenant,
+            &rev.function,
+            rev.number,
+            Ok((&spec, &pushed.digest)),
+            started.elapsed().as_millis() as u64,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if serve {
+        state
+            .store
+            .set_serving(&rev.tenant, &rev.function, rev.number)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Built {
+        digest: pushed.digest,
+        deps_cached: None,
+    })
 }
 
 /// Re-reads a revision's source from the object store (re-queued builds after a restart).
@@ -425,11 +528,8 @@ pub(crate) async fn restore(state: &Arc<AppState>) -> Result<(), ServerError> {
             .store
             .revision(&function.tenant, &function.name, number)
             .await?;
-        match restore_target(state, &rev).await {
-            Ok(target) => {
-                state.gateway.restore(target);
-                restored += 1;
-            }
+        match restore_route(state, &rev).await {
+            Ok(()) => restored += 1,
             Err(e) => {
                 tracing::error!(revision = %rev.name(), error = %e, "cannot restore the serving revision")
             }
@@ -447,6 +547,35 @@ pub(crate) async fn restore(state: &Arc<AppState>) -> Result<(), ServerError> {
     }
     tracing::info!(restored, requeued = requeued.len(), "restored functions");
     Ok(())
+}
+
+/// Routes a function to its serving revision again: here, or at its Knative Service's URL.
+async fn restore_route(state: &AppState, rev: &RevisionRecord) -> Result<(), String> {
+    let Some(cluster) = &state.cluster else {
+        state.gateway.restore(restore_target(state, rev).await?);
+        return Ok(());
+    };
+    let spec = rev.spec.as_ref().ok_or("the revision has no spec")?;
+    let url = cluster
+        .url(&rev.tenant, &rev.function)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("its Knative Service has no URL")?;
+    cluster.route(&state.gateway, &rev.tenant, &rev.function, url, spec);
+    Ok(())
+}
+
+/// Refuses, on the Kubernetes backend, serving a revision other than the one a build just
+/// rolled out (rollback, environment promotion, secret rolls): not built for Knative yet.
+pub(crate) fn local_only(state: &AppState, what: &str) -> Result<(), ApiError> {
+    match state.cluster {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotOnKubernetes",
+            format!("{what} is not available with --backend kubernetes yet; deploy the source again instead"),
+        )),
+    }
 }
 
 async fn restore_target(state: &AppState, rev: &RevisionRecord) -> Result<RevisionTarget, String> {
@@ -472,6 +601,7 @@ pub(crate) async fn serve_revision(
     function: &str,
     revision: Option<i64>,
 ) -> Result<ServingChanged, ApiError> {
+    local_only(state, "serving an older or copied revision")?;
     let record = state.store.function(tenant, function).await?;
     let revisions = state.store.revisions(tenant, function).await?;
     let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "Conflict", m);

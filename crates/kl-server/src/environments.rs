@@ -159,6 +159,7 @@ pub(crate) async fn promote(
             ),
         )
     })?;
+    crate::deploy::local_only(&state, "promoting between environments")?;
     let rev = state.store.revision(&from, &function, number).await?;
     let (Some(mut spec), Some(digest), RevisionStatus::Ready) =
         (rev.spec.clone(), rev.artifact_digest.clone(), rev.status)

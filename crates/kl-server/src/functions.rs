@@ -218,6 +218,20 @@ pub(crate) async fn delete(
 /// `command.service.delete` event share. Its triggers stay, as Knative's do when their
 /// subscriber goes; their deliveries fail until a function of that name is deployed again.
 pub(crate) async fn delete_function(state: &AppState, tenant: &str, function: &str) -> Result<(), ApiError> {
+    // The cluster's objects first: if it refuses, the function is kept and a retry completes.
+    if let Some(cluster) = &state.cluster {
+        state.store.function(tenant, function).await?;
+        cluster
+            .delete_function(&state.gateway, tenant, function)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "ClusterRefused",
+                    format!("function {function:?} is kept: the cluster did not delete its objects: {e}"),
+                )
+            })?;
+    }
     let existed = {
         let _promotion = state.promote.lock().await;
         let existed = state.store.delete_function(tenant, function).await?;

@@ -28,7 +28,7 @@ pub(crate) async fn invoke(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (tenant, function) = (&params["tenant"], &params["function"]);
-    let public = state.gateway.is_public(tenant, function);
+    let public = state.is_public(tenant, function);
     if public != Some(true) {
         state.authorize(&caller, Action::Invoke, Some(tenant)).await?;
         // The platform token is for the platform, never for the function's code.
@@ -54,7 +54,6 @@ pub(crate) async fn invoke(
         request_id: request_id.clone(),
     };
     let mut response = state
-        .gateway
         .invoke(tenant, function, call)
         .await?
         .map(Body::from)

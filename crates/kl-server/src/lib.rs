@@ -1,10 +1,12 @@
 //! `kl server`: the control plane (`/v1`), the gateway (`/fn`), eventing (`/v1/events`,
 //! triggers, dead letters, async invocations) and health (`/healthz`) on one listener, wired to
 //! the embedded defaults: SQLite (or PostgreSQL), a local object store (or S3), the broker in
-//! the metadata store (or RabbitMQ) and the local process runtime.
+//! the metadata store (or RabbitMQ) and the local process runtime (or a Kubernetes cluster with
+//! Knative, `--backend kubernetes`).
 
 mod auth;
 mod build_slots;
+mod cluster;
 mod config;
 mod cost;
 mod deploy;
@@ -36,7 +38,7 @@ use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
 use config::Layout;
-pub use config::{Bus, MeteringConfig, SecretsKeyText, ServerConfig};
+pub use config::{Backend, Bus, KubernetesConfig, MeteringConfig, SecretsKeyText, ServerConfig};
 pub use objects::Objects;
 use state::AppState;
 
@@ -66,6 +68,28 @@ pub enum ServerError {
         "the instance sandbox cannot be enforced here ({missing}); run `kl server` as root on a Linux kernel with cgroups, or pass --isolation none for development (no isolation between functions)"
     )]
     SandboxUnavailable { missing: String },
+    /// `--backend kubernetes` with an object store Kaniko cannot read.
+    #[error(
+        "--backend kubernetes needs an S3 object store (--store s3://BUCKET[/PREFIX]): Kaniko build Jobs read each build context from it"
+    )]
+    KubernetesNeedsS3,
+    /// The cluster could not be reached, or refused the platform's shared objects.
+    #[error("cannot set up the Kubernetes backend: {0}")]
+    Cluster(#[from] kl_kube::KubeError),
+    /// No cluster configuration: neither in-cluster service account nor kubeconfig.
+    #[error("cannot find the Kubernetes cluster (in-cluster service account or KUBECONFIG): {0}")]
+    KubeConfig(String),
+}
+
+/// What the server is handed already connected instead of opening it from its configuration
+/// (an embedder's or a test's own object store and cluster client).
+#[derive(Default)]
+pub struct Connections {
+    /// An object store already open on `ServerConfig::objects`.
+    pub objects: Option<Arc<dyn object_store::ObjectStore>>,
+    /// The client of the cluster `Backend::Kubernetes` drives; without it, kube's default
+    /// (in-cluster service account, else `KUBECONFIG`).
+    pub kube: Option<kl_kube::Client>,
 }
 
 /// A bound server, ready to serve.
@@ -77,6 +101,11 @@ pub struct Server {
 impl Server {
     /// Prepares the data dir, opens the stores, restores functions and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        Server::bind_with(config, Connections::default()).await
+    }
+
+    /// [`Server::bind`] with some connections handed in rather than opened.
+    pub async fn bind_with(config: ServerConfig, connections: Connections) -> Result<Server, ServerError> {
         // Absolute paths: they end up in launch specs and instances run in other folders.
         let absolute = |dir: &std::path::Path| -> Result<std::path::PathBuf, ServerError> {
             std::fs::create_dir_all(dir)
@@ -108,7 +137,31 @@ impl Server {
         auth::bootstrap_admin(&store, &layout.admin_token())
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-        let objects = objects::open(&config.objects, &layout.objects()).await?;
+        let objects = match connections.objects {
+            Some(objects) => objects,
+            None => objects::open(&config.objects, &layout.objects()).await?,
+        };
+        let cluster = match &config.backend {
+            Backend::Local => None,
+            Backend::Kubernetes(kubernetes) => {
+                let client = match connections.kube {
+                    Some(client) => client,
+                    None => kl_kube::Client::try_default()
+                        .await
+                        .map_err(|e| ServerError::KubeConfig(e.to_string()))?,
+                };
+                let cluster = cluster::Cluster::start(
+                    client,
+                    kubernetes.clone(),
+                    &config.objects,
+                    &config.spec_limits,
+                    config.max_response_bytes,
+                )
+                .await?;
+                tracing::info!(registry = %kubernetes.registry, "Kubernetes backend: builds run as Kaniko Jobs, functions as Knative Services");
+                Some(cluster)
+            }
+        };
         let runtime = LocalRuntime::new(LocalRuntimeConfig {
             run_dir: layout.run_dir(),
             startup_timeout: config.startup_timeout,
@@ -119,6 +172,8 @@ impl Server {
             source,
         })?;
         match runtime.support() {
+            // Functions run in the cluster: the local sandbox guards nothing.
+            _ if cluster.is_some() => {}
             Some(report) if report.ready() => {
                 tracing::info!("instance sandbox: what this machine enforces\n{report}");
             }
@@ -184,11 +239,15 @@ impl Server {
             promote: tokio::sync::Mutex::new(()),
             tenant_builds: quota::TenantBuilds::default(),
             vault: Arc::new(vault),
+            cluster,
             layout,
             config,
         });
         for tenant in state.store.tenants().await? {
             state.apply_tenant(&tenant.name, &tenant.spec);
+            if let Err(e) = state.apply_tenant_to_cluster(&tenant.name, &tenant.spec).await {
+                tracing::error!(tenant = %tenant.name, error = %e.message, "the tenant's objects are not in the cluster");
+            }
         }
         // Budgets' hard caps hold before any instance can start again.
         cost::tick(&state).await;

@@ -285,6 +285,10 @@ async fn roll(
 ) -> Result<(Vec<String>, Vec<String>), ApiError> {
     let (mut rolled, mut failed) = (Vec::new(), Vec::new());
     for (function, serving) in users(state, tenant, name).await? {
+        if let Err(refused) = crate::deploy::local_only(state, "restarting a function with the new secret") {
+            failed.push(format!("{function}: {}", refused.message));
+            continue;
+        }
         let at = kl_store::RevisionAt {
             tenant,
             function: &function,
@@ -353,19 +357,10 @@ pub(crate) struct RevisionSecrets {
     pub uses: SecretUse,
 }
 
-impl std::fmt::Debug for RevisionSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RevisionSecrets")
-            .field("tenant", &self.tenant)
-            .field("uses", &self.uses)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl SecretSource for RevisionSecrets {
-    async fn fetch(&self) -> Result<InstanceSecrets, String> {
-        let mut opened: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+impl RevisionSecrets {
+    /// Every secret the revision uses, opened: name → key → value.
+    pub(crate) async fn open(&self) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>, String> {
+        let mut opened = BTreeMap::new();
         for name in self.uses.names() {
             let values = self
                 .store
@@ -390,8 +385,25 @@ impl SecretSource for RevisionSecrets {
                     .map_err(|e| format!("secret {name:?}, key {:?}: {e}", value.key))?;
                 keys.insert(value.key, plain);
             }
-            opened.insert(name, keys);
+            opened.insert(name.to_owned(), keys);
         }
+        Ok(opened)
+    }
+}
+
+impl std::fmt::Debug for RevisionSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionSecrets")
+            .field("tenant", &self.tenant)
+            .field("uses", &self.uses)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SecretSource for RevisionSecrets {
+    async fn fetch(&self) -> Result<InstanceSecrets, String> {
+        let mut opened = self.open().await?;
         let mut secrets = InstanceSecrets::default();
         for (var, from) in &self.uses.env {
             let value = opened

@@ -9,7 +9,11 @@ use kl_gateway::egress::{EgressPolicy, EgressProxies, RuleError};
 use kl_store::Store;
 use object_store::ObjectStore;
 
+use bytes::Bytes;
+use kl_gateway::{GatewayError, Invocation};
+
 use crate::auth::Tokens;
+use crate::cluster::Cluster;
 use crate::config::{Layout, ServerConfig};
 use crate::error::ApiError;
 
@@ -38,6 +42,8 @@ pub(crate) struct AppState {
     /// The meters of running instances and stored bytes (DESIGN §6).
     pub metering: tokio::sync::Mutex<crate::cost::Metering>,
     pub cost_metrics: crate::cost::CostMetrics,
+    /// The cluster functions run in (`--backend kubernetes`); `None` runs them here.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
@@ -83,6 +89,44 @@ impl AppState {
             .and_then(|policy| self.egress.ensure(tenant, policy).map_err(|e| e.to_string()));
         if let Err(error) = started {
             tracing::error!(%tenant, %error, "the tenant's egress proxy is not running: its egress is denied");
+        }
+    }
+
+    /// Applies a tenant's namespace set to the cluster, if functions run in one. The tenant is
+    /// stored already: on failure it says so, and applying again (an update, a restart) completes.
+    pub async fn apply_tenant_to_cluster(&self, tenant: &str, spec: &TenantSpec) -> Result<(), ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        cluster.apply_tenant(tenant, spec).await.map_err(|e| {
+            ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!(
+                    "tenant {tenant:?} is saved, but the cluster did not take its objects: {e}; fix the cause and update the tenant again"
+                ),
+            )
+        })
+    }
+
+    /// Whether the function's serving revision is public; `None` when it serves none.
+    pub fn is_public(&self, tenant: &str, function: &str) -> Option<bool> {
+        match &self.cluster {
+            Some(cluster) => cluster.is_public(tenant, function),
+            None => self.gateway.is_public(tenant, function),
+        }
+    }
+
+    /// Serves one invocation where the function runs: here, or its Knative Service.
+    pub async fn invoke(
+        &self,
+        tenant: &str,
+        function: &str,
+        call: Invocation,
+    ) -> Result<http::Response<Bytes>, GatewayError> {
+        match &self.cluster {
+            Some(cluster) => cluster.invoke(&self.gateway, tenant, function, call).await,
+            None => self.gateway.invoke(tenant, function, call).await,
         }
     }
 

@@ -48,6 +48,7 @@ pub(crate) async fn create(
     state.check_spec(&body.spec)?;
     let record = state.store.create_tenant(&body.name, &body.spec).await?;
     state.apply_tenant(&record.name, &record.spec);
+    state.apply_tenant_to_cluster(&record.name, &record.spec).await?;
     tracing::info!(tenant = %body.name, token = %principal.token_id, "tenant created");
     Ok((StatusCode::CREATED, Json(tenant_view(&state, record).await?)))
 }
@@ -104,6 +105,7 @@ pub(crate) async fn update(
     state.check_spec(&spec)?;
     let record = state.store.update_tenant(&tenant, &spec).await?;
     state.apply_tenant(&record.name, &record.spec);
+    state.apply_tenant_to_cluster(&record.name, &record.spec).await?;
     crate::environments::follow_tenant(&state, &tenant, &record.spec).await?;
     tracing::info!(%tenant, token = %principal.token_id, "tenant updated");
     Ok(Json(tenant_view(&state, record).await?))
@@ -143,6 +145,25 @@ pub(crate) async fn delete(
                 names.join(", ")
             ),
         ));
+    }
+    // The namespace first: if the cluster refuses, the tenant is kept and a retry completes.
+    if let Some(cluster) = &state.cluster {
+        state.require_tenant(&tenant).await?;
+        let functions = state.store.function_count(&tenant).await?;
+        if functions > 0 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("tenant {tenant:?} still has {functions} function(s); delete them first"),
+            ));
+        }
+        cluster.delete_tenant(&tenant).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!("tenant {tenant:?} is kept: the cluster did not delete its namespace: {e}"),
+            )
+        })?;
     }
     state.store.delete_tenant(&tenant).await?;
     state.egress.remove(&tenant);

@@ -77,6 +77,27 @@ pub struct ServerArgs {
     /// AWS_ENDPOINT for S3-compatible servers, credentials; AWS_ALLOW_HTTP=true for http://).
     #[arg(long, env = "KL_STORE")]
     pub store: Option<String>,
+    /// Where functions are built and run: `local` (sandboxed processes on this machine) or
+    /// `kubernetes` (Kaniko build Jobs and Knative Services in the cluster of the in-cluster
+    /// service account or KUBECONFIG; needs `--store s3://…` and `--registry`).
+    #[arg(long, env = "KL_BACKEND", value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+    /// With `--backend kubernetes`: the image prefix builds push to, as
+    /// `REGISTRY/TENANT/FUNCTION:NNNNN` (e.g. `ghcr.io/acme/functions`).
+    #[arg(long, env = "KL_REGISTRY")]
+    pub registry: Option<String>,
+    /// With `--backend kubernetes`: the `kubernetes.io/dockerconfigjson` Secret in the build
+    /// namespace that may push to the registry.
+    #[arg(
+        long = "registry-push-secret",
+        env = "KL_REGISTRY_PUSH_SECRET",
+        default_value = "registry-push"
+    )]
+    pub registry_push_secret: String,
+    /// With `--backend kubernetes`: a Secret in the build namespace holding the object store's
+    /// `AWS_*` credentials for Kaniko (none when the build pods' identity can read the bucket).
+    #[arg(long = "store-credentials-secret", env = "KL_STORE_CREDENTIALS_SECRET")]
+    pub store_credentials_secret: Option<String>,
     /// Stop an instance after this long without requests.
     #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
@@ -141,6 +162,13 @@ pub struct ServerArgs {
     /// How long per-minute usage is kept.
     #[arg(long = "usage-retention", default_value = "400d", value_parser = parse_duration)]
     pub usage_retention: std::time::Duration,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Kubernetes,
 }
 
 /// `--isolation`.

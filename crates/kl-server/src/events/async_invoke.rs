@@ -221,7 +221,7 @@ pub(crate) async fn run(state: &AppState, delivery: Delivery, id: &str) -> Settl
         Err(reason) => return dead_letter(state, delivery, &reason).await,
     };
     let started = tokio::time::Instant::now();
-    let answer = state.gateway.invoke(&record.tenant, &record.function, call).await;
+    let answer = state.invoke(&record.tenant, &record.function, call).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let (outcome, attempt) = outcome(answer, duration_ms, &record.function);
     let policy = invocation_policy();

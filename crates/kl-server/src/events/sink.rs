@@ -60,7 +60,7 @@ pub(crate) async fn to_function(
         request_id: uuid::Uuid::new_v4().to_string(),
     };
     let target = format!("function {function:?}");
-    let invoked = state.gateway.invoke(tenant, function, call);
+    let invoked = state.invoke(tenant, function, call);
     let answer = match timeout {
         Some(limit) => match tokio::time::timeout(limit, invoked).await {
             Ok(answer) => answer,

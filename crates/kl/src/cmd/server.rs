@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kl_build::UnpackLimits;
-use kl_server::{Bus, Server, ServerConfig};
+use kl_server::{Backend, Bus, KubernetesConfig, Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use kl_runtime::{Isolation, SandboxConfig};
 
-use crate::cli::{DeployArgs, FunctionRef, InvokeArgs, IsolationMode, QuickstartArgs, ServerArgs};
+use crate::cli::{
+    BackendKind, DeployArgs, FunctionRef, InvokeArgs, IsolationMode, QuickstartArgs, ServerArgs,
+};
 use crate::client::Client;
 use crate::cmd::{deploy, invoke};
 
@@ -71,9 +73,28 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     config.secrets_key = std::env::var(kl_core::secret::SECRETS_KEY_ENV)
         .ok()
         .map(kl_server::SecretsKeyText);
+    config.backend = backend(&args)?;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The backend `--backend` names, with what it needs (the store is checked by the server).
+fn backend(args: &ServerArgs) -> Result<Backend> {
+    match args.backend {
+        BackendKind::Local => Ok(Backend::Local),
+        BackendKind::Kubernetes => {
+            let Some(registry) = args.registry.clone() else {
+                bail!(
+                    "--backend kubernetes needs --registry, the image prefix builds push to (e.g. ghcr.io/acme/functions)"
+                );
+            };
+            let mut config = KubernetesConfig::new(registry);
+            config.push_secret = args.registry_push_secret.clone();
+            config.store_credentials_secret = args.store_credentials_secret.clone();
+            Ok(Backend::Kubernetes(config))
+        }
+    }
 }
 
 /// The broker `--bus` names.

@@ -1,0 +1,372 @@
+//! The Kubernetes backend (`kl server --backend kubernetes`): tenants become namespace sets,
+//! builds Kaniko Jobs, revisions Knative Services — each rendered by `kl-k8s` and applied by
+//! `kl-kube` — and invocations are proxied to the function's Knative Service after the
+//! gateway's rate limits. Eventing stays in the control plane: its bus delivers to functions
+//! through that same proxy, so Knative Triggers or PingSources would deliver twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use kl_build::BuildLog;
+use kl_core::{FunctionSpec, Runtime, SpecLimits, TenantSpec};
+use kl_gateway::{Gateway, GatewayError, Invocation};
+use kl_k8s::{BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput, names};
+use kl_kube::{Applier, BuildOutcome, KubeError, Readiness};
+use kl_store::RevisionRecord;
+
+use crate::config::KubernetesConfig;
+use crate::objects::Objects;
+
+/// What one Kaniko build gets (requests = limits): enough for pip, npm and `go build` of a
+/// function, and billed for what it was given.
+const BUILD_RESOURCES: BuildResources = BuildResources {
+    cpu_millis: 1000,
+    memory_bytes: 2 << 30,
+};
+/// How long a finished build Job (and its log) stays for the control plane to read.
+const BUILD_TTL: Duration = Duration::from_secs(3600);
+/// Headers that describe one hop, not the request: never forwarded to or from a function.
+const HOP_BY_HOP: [&str; 7] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "content-length",
+];
+
+/// Why the cluster did not do what a deploy, tenant change or trigger asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClusterError {
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The Kaniko Job failed; its log is in the build log.
+    #[error("the Kaniko build Job failed ({reason}): {message}; its log is above")]
+    BuildFailed { reason: String, message: String },
+    /// Kaniko succeeded but wrote no digest to its termination log.
+    #[error(
+        "the build pushed {image} but reported no digest (Kaniko's --digest-file); the revision cannot be pinned"
+    )]
+    NoDigest { image: String },
+    /// Knative reported the revision as failed.
+    #[error("Knative did not make {revision} ready: {reason}: {message}")]
+    NotReady {
+        revision: String,
+        reason: String,
+        message: String,
+    },
+    /// The Knative Service did not become ready in time.
+    #[error("{revision} did not become ready within {}s; see `kubectl describe ksvc -n {namespace}`", timeout.as_secs())]
+    ReadyTimeout {
+        revision: String,
+        namespace: String,
+        timeout: Duration,
+    },
+    /// Knative reported ready without an address.
+    #[error("the Knative Service of {revision} is ready but has no URL")]
+    NoUrl { revision: String },
+    /// A revision number beyond what Knative names can hold.
+    #[error("revision number {0} is out of range")]
+    RevisionNumber(i64),
+    /// A secret the revision uses cannot become a Kubernetes Secret.
+    #[error("secret {name:?}: {reason}")]
+    Secret { name: String, reason: String },
+}
+
+/// An image a build pushed.
+pub(crate) struct Pushed {
+    /// `registry/tenant/function@sha256:…`: by digest, so the revision never changes.
+    pub image: String,
+    pub digest: String,
+}
+
+/// A function served by a Knative Service.
+struct Route {
+    url: String,
+    public: bool,
+    timeout: Duration,
+}
+
+/// The cluster the platform drives, and where each function answers.
+pub(crate) struct Cluster {
+    applier: Applier,
+    config: KubernetesConfig,
+    /// `s3://bucket[/prefix]`: where Kaniko reads the contexts the server stores.
+    store_url: String,
+    routes: ArcSwap<HashMap<String, Arc<Route>>>,
+    http: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+fn route_key(tenant: &str, function: &str) -> String {
+    format!("{tenant}/{function}")
+}
+
+impl Cluster {
+    /// Connects to the cluster and applies what every tenant depends on (the PriorityClasses
+    /// and the build namespace). `objects` must be S3: Kaniko reads build contexts from there.
+    pub async fn start(
+        client: kl_kube::Client,
+        mut config: KubernetesConfig,
+        objects: &Objects,
+        limits: &SpecLimits,
+        max_response_bytes: usize,
+    ) -> Result<Cluster, crate::ServerError> {
+        if !matches!(objects, Objects::S3 { .. }) {
+            return Err(crate::ServerError::KubernetesNeedsS3);
+        }
+        config.platform.limits = limits.clone();
+        let applier = Applier::new(client);
+        let mut shared = kl_k8s::render_priority_classes();
+        shared.extend(kl_k8s::render_build_namespace(&config.platform).map_err(KubeError::from)?);
+        applier.apply_all(&shared).await?;
+        Ok(Cluster {
+            applier,
+            store_url: objects.to_string(),
+            config,
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            http: reqwest::Client::new(),
+            max_response_bytes,
+        })
+    }
+
+    /// Applies a tenant's namespace, quota, limits, network policies and roles.
+    pub async fn apply_tenant(&self, tenant: &str, spec: &TenantSpec) -> Result<(), ClusterError> {
+        let objects = kl_k8s::render_tenant(tenant, spec, &self.config.platform)?;
+        Ok(self.applier.apply_all(&objects).await?)
+    }
+
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), KubeError> {
+        self.applier.delete_tenant(tenant).await
+    }
+
+    /// Builds a revision from the context stored under `context_key` with a Kaniko Job,
+    /// writing the Job's log to `log`.
+    pub async fn build(
+        &self,
+        rev: &RevisionRecord,
+        runtime: Runtime,
+        context_key: &str,
+        deadline: Duration,
+        log: &BuildLog,
+    ) -> Result<Pushed, ClusterError> {
+        let number = revision_number(rev)?;
+        let destination = kl_k8s::export::image(&self.config.registry, &rev.tenant, &rev.function, number);
+        // The source digest tells apart revisions that reuse a number after a function is
+        // deleted and deployed again, whose finished Jobs may still exist.
+        let digest = rev.source_digest.get(..6).unwrap_or(&rev.source_digest);
+        let build_id = format!("{number}-{digest}");
+        let context_url = format!("{}/{context_key}", self.store_url);
+        let job = kl_k8s::render_build_job(
+            &BuildJobInput {
+                tenant: &rev.tenant,
+                function: &rev.function,
+                runtime,
+                build_id: &build_id,
+                context_url: &context_url,
+                destination: &destination,
+                registry: &Registry {
+                    push_secret: self.config.push_secret.clone(),
+                    cache_repo: None,
+                    insecure: false,
+                },
+                credentials_secret: self.config.store_credentials_secret.as_deref(),
+                resources: BUILD_RESOURCES,
+                deadline,
+                ttl_after_finished: BUILD_TTL,
+                executor_image: None,
+            },
+            &self.config.platform,
+        )?;
+        log.line(&format!(
+            "building {destination} with Kaniko (Job {}/{})",
+            self.config.platform.build_namespace,
+            job.metadata.name.as_deref().unwrap_or_default()
+        ));
+        match self.applier.run_build(&job, |line| log.output(line)).await? {
+            BuildOutcome::Succeeded { digest: Some(digest) } => {
+                let repository = destination
+                    .rsplit_once(':')
+                    .map_or(destination.as_str(), |(repo, _tag)| repo);
+                Ok(Pushed {
+                    image: format!("{repository}@{digest}"),
+                    digest,
+                })
+            }
+            BuildOutcome::Succeeded { digest: None } => Err(ClusterError::NoDigest { image: destination }),
+            BuildOutcome::Failed { reason, message } => Err(ClusterError::BuildFailed { reason, message }),
+        }
+    }
+
+    /// Applies the tenant Secrets a revision uses (`values`: secret → key → value), then its
+    /// Knative Service with all traffic on it, and waits until Knative serves it. Returns its URL.
+    pub async fn serve(
+        &self,
+        rev: &RevisionRecord,
+        spec: &FunctionSpec,
+        image: &str,
+        secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    ) -> Result<String, ClusterError> {
+        for (name, keys) in secrets {
+            let text = keys
+                .iter()
+                .map(|(key, value)| {
+                    let value = String::from_utf8(value.clone()).map_err(|_| ClusterError::Secret {
+                        name: name.clone(),
+                        reason: format!("key {key:?} is not UTF-8 text"),
+                    })?;
+                    Ok((key.clone(), value))
+                })
+                .collect::<Result<BTreeMap<_, _>, ClusterError>>()?;
+            let secret = kl_k8s::render_secret(&rev.tenant, name, &text)?;
+            self.applier.apply(&Object::Secret(secret)).await?;
+        }
+        let service = kl_k8s::render_knative_service(&ServiceInput {
+            tenant: &rev.tenant,
+            function: &rev.function,
+            revision: revision_number(rev)?,
+            spec,
+            image,
+            secrets: &[],
+            pull_secret: self.config.pull_secret.as_deref(),
+            traffic: &[],
+        })?;
+        self.applier.apply(&Object::KnativeService(service)).await?;
+        let namespace = names::namespace(&rev.tenant)?;
+        let revision = rev.name();
+        let waited = tokio::time::timeout(
+            self.config.ready_timeout,
+            self.applier
+                .wait_until_ready(&namespace, &rev.function, &revision),
+        )
+        .await
+        .map_err(|_| ClusterError::ReadyTimeout {
+            revision: revision.clone(),
+            namespace: namespace.clone(),
+            timeout: self.config.ready_timeout,
+        })??;
+        match waited.readiness {
+            Readiness::Ready => waited.url.ok_or(ClusterError::NoUrl { revision }),
+            Readiness::NotReady { reason, message } => Err(ClusterError::NotReady {
+                revision,
+                reason,
+                message,
+            }),
+            Readiness::Unknown => unreachable!("wait_until_ready returns once readiness is known"),
+        }
+    }
+
+    /// The URL of a function's Knative Service, if Knative reports one (after a restart).
+    pub async fn url(&self, tenant: &str, function: &str) -> Result<Option<String>, ClusterError> {
+        let namespace = names::namespace(tenant)?;
+        let status = self.applier.knative_service_status(&namespace, function).await?;
+        Ok(status.and_then(|s| s.url))
+    }
+
+    /// Sends the function's invocations to `url`, with its rate limit.
+    pub fn route(&self, gateway: &Gateway, tenant: &str, function: &str, url: String, spec: &FunctionSpec) {
+        gateway.set_rate_elsewhere(tenant, function, spec.rate_limit);
+        let route = Arc::new(Route {
+            url,
+            public: spec.public,
+            timeout: Duration::from_millis(spec.timeout_ms),
+        });
+        self.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.insert(route_key(tenant, function), route.clone());
+            next
+        });
+    }
+
+    /// Whether the function is public; `None` when it is not routed.
+    pub fn is_public(&self, tenant: &str, function: &str) -> Option<bool> {
+        self.routes
+            .load()
+            .get(&route_key(tenant, function))
+            .map(|r| r.public)
+    }
+
+    /// Stops routing to a function and removes its Knative Service and event sources.
+    pub async fn delete_function(
+        &self,
+        gateway: &Gateway,
+        tenant: &str,
+        function: &str,
+    ) -> Result<(), KubeError> {
+        self.routes.rcu(|routes| {
+            let mut next = HashMap::clone(routes);
+            next.remove(&route_key(tenant, function));
+            next
+        });
+        gateway.set_rate_elsewhere(tenant, function, None);
+        self.applier.delete_function(tenant, function).await
+    }
+
+    /// Proxies one invocation to the function's Knative Service, after the gateway's rate
+    /// limits, bounded by the function's timeout and the response size limit.
+    pub async fn invoke(
+        &self,
+        gateway: &Gateway,
+        tenant: &str,
+        function: &str,
+        call: Invocation,
+    ) -> Result<http::Response<Bytes>, GatewayError> {
+        let route = self
+            .routes
+            .load()
+            .get(&route_key(tenant, function))
+            .cloned()
+            .ok_or_else(|| GatewayError::NoRoute(function.to_owned()))?;
+        gateway.admit_elsewhere(tenant, function)?;
+        let mut headers = call.headers;
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        let url = format!("{}{}", route.url.trim_end_matches('/'), call.path_and_query);
+        let sent = self
+            .http
+            .request(call.method, url)
+            .headers(headers)
+            .header("x-request-id", &call.request_id)
+            .body(call.body)
+            .timeout(route.timeout)
+            .send()
+            .await;
+        let mut response = sent.map_err(|e| upstream(e, route.timeout))?;
+        let mut builder = http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                builder = builder.header(name, value);
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| upstream(e, route.timeout))? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(GatewayError::ResponseTooLarge(self.max_response_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(Bytes::from(body))
+            .map_err(|e| GatewayError::Upstream(e.to_string()))
+    }
+}
+
+fn revision_number(rev: &RevisionRecord) -> Result<u32, ClusterError> {
+    u32::try_from(rev.number).map_err(|_| ClusterError::RevisionNumber(rev.number))
+}
+
+/// A failed call to a Knative Service, as the gateway reports a failed instance.
+fn upstream(e: reqwest::Error, timeout: Duration) -> GatewayError {
+    if e.is_timeout() {
+        GatewayError::Timeout(format!("{}s", timeout.as_secs_f64()))
+    } else {
+        GatewayError::Upstream(format!("the Knative Service did not answer: {e}"))
+    }
+}

@@ -1,0 +1,548 @@
+//! `--backend kubernetes` end to end, with a real server, a real S3 server on loopback and a
+//! real function endpoint; only the Kubernetes API is faked (kube's `tower-test` transport),
+//! since no cluster runs here. Checked: the tenant set, the Kaniko Job and the Knative Service
+//! sent exactly as `kl-k8s` renders them (server-side apply, field manager `knative-lambda`),
+//! the build context in S3 where the Job reads it, the Job's log in the build log, the revision
+//! ready with the pushed digest, invocations proxied to the Service's URL, and a failed build
+//! or a forbidden apply reported as a failed revision.
+
+#[path = "../../kl-kube/tests/support/fake.rs"]
+mod fake;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fake::{Answer, Recorded, ok, status};
+use kl_api::{RevisionState, RevisionView};
+use kl_core::{FunctionSettings, Runtime, SpecLimits, TenantSpec};
+use kl_events::{TenantEvent, types};
+use kl_k8s::{BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput};
+use kl_server::objects::{self, keys};
+use kl_server::{Backend, Connections, KubernetesConfig, Objects, Server, ServerConfig, ServerError};
+use kl_testkit::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3Builder;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const BUCKET: &str = "kl-objects";
+const PREFIX: &str = "platform";
+const REGISTRY: &str = "registry.example.com/kl";
+const APPLY: &str = "?&force=true&fieldManager=knative-lambda";
+const BUILDS: &str = "knative-lambda-builds";
+const DIGEST: &str = "sha256:4f2a9c";
+const KANIKO_LOG: &str = "INFO Retrieving image manifest python:3.12-slim\nINFO Pushing image to registry.example.com/kl/acme/hello:00001\n";
+
+fn python_source() -> Vec<u8> {
+    let body = "def handler(event, context=None):\n    return {'hello': event}\n";
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "main.py", body.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// How the fake cluster answers a build and a rollout.
+#[derive(Clone)]
+struct Cluster {
+    /// The build Job's conditions once it ends.
+    job_conditions: Value,
+    /// Whether applying a Knative Service is forbidden (RBAC).
+    services_forbidden: bool,
+    /// What Knative reports as the Service's address.
+    url: String,
+}
+
+impl Cluster {
+    fn succeeding(url: &str) -> Cluster {
+        Cluster {
+            job_conditions: json!([{"type": "Complete", "status": "True"}]),
+            services_forbidden: false,
+            url: url.to_owned(),
+        }
+    }
+
+    fn answer(&self, r: &Recorded) -> Answer {
+        let job = |conditions: Value, version: &str| {
+            json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "build", "namespace": BUILDS, "resourceVersion": version},
+                "status": {"conditions": conditions},
+            })
+        };
+        let service = json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "hello", "namespace": "kl-acme", "generation": 1, "resourceVersion": "21"},
+            "status": {"observedGeneration": 1, "url": self.url, "latestReadyRevisionName": "hello-00001",
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        let jobs = format!("/apis/batch/v1/namespaces/{BUILDS}/jobs");
+        let pods = format!("/api/v1/namespaces/{BUILDS}/pods");
+        let services = "/apis/serving.knative.dev/v1/namespaces/kl-acme/services";
+        let watching = r.uri.contains("watch=true");
+        match (r.method.as_str(), r.path()) {
+            ("PATCH", p) if self.services_forbidden && p.starts_with(services) => status(
+                403,
+                "Forbidden",
+                "services.serving.knative.dev \"hello\" is forbidden: User \"system:serviceaccount:knative-lambda:kl\" cannot patch resource",
+            ),
+            ("PATCH", _) => {
+                let mut object = r.json();
+                object["metadata"]["resourceVersion"] = json!("7");
+                ok(object)
+            }
+            ("DELETE", _) => {
+                ok(json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}))
+            }
+            ("GET", p) if p == jobs && watching => {
+                let event = json!({"type": "MODIFIED", "object": job(self.job_conditions.clone(), "11")});
+                (200, format!("{event}\n"))
+            }
+            ("GET", p) if p == jobs => ok(json!({
+                "apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": "10"},
+                "items": [job(json!([]), "10")],
+            })),
+            ("GET", p) if p == pods => ok(json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "12"},
+                "items": [{
+                    "metadata": {"name": "build-x7k2p", "namespace": BUILDS},
+                    "status": {"containerStatuses": [{
+                        "name": "kaniko", "image": "kaniko", "imageID": "", "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "message": format!("{DIGEST}\n")}},
+                    }]},
+                }],
+            })),
+            ("GET", p) if p == format!("{pods}/build-x7k2p/log") => (200, KANIKO_LOG.to_owned()),
+            ("GET", p) if p == services && watching => (
+                200,
+                format!("{}\n", json!({"type": "MODIFIED", "object": service})),
+            ),
+            ("GET", p) if p == services => ok(json!({
+                "apiVersion": "serving.knative.dev/v1", "kind": "ServiceList",
+                "metadata": {"resourceVersion": "21"}, "items": [service],
+            })),
+            _ => status(404, "NotFound", &format!("unexpected {} {}", r.method, r.uri)),
+        }
+    }
+}
+
+/// A kube client whose requests `cluster` answers, and every request it sent so far.
+fn fake_cluster(cluster: Cluster) -> (kube::Client, Arc<Mutex<Vec<Recorded>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let (client, _task) = fake::client(move |r| {
+        log.lock().unwrap().push(r.clone());
+        cluster.answer(r)
+    });
+    (client, sent)
+}
+
+/// The function's Knative Service as an HTTP server on loopback: answers every request with
+/// what it received.
+async fn knative_endpoint() -> String {
+    let app = axum::Router::new().fallback(
+        |method: http::Method, uri: http::Uri, headers: http::HeaderMap, body: String| async move {
+            axum::Json(json!({
+                "method": method.as_str(),
+                "uri": uri.to_string(),
+                "authorization": headers.get("authorization").is_some(),
+                "requestId": headers.get("x-request-id").is_some(),
+                "body": body,
+            }))
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A server on the Kubernetes backend, serving in the background.
+struct Running {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+    events: tokio::sync::broadcast::Receiver<Arc<TenantEvent>>,
+    store: Arc<dyn object_store::ObjectStore>,
+    _s3: S3Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(kube: kube::Client) -> Running {
+        let s3 = S3Server::start();
+        s3.create_bucket(BUCKET);
+        let builder = AmazonS3Builder::new()
+            .with_endpoint(s3.endpoint())
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_region(REGION)
+            .with_allow_http(true);
+        let store = objects::open_s3(builder, BUCKET, PREFIX).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+        config.objects = Objects::S3 {
+            bucket: BUCKET.to_owned(),
+            prefix: PREFIX.to_owned(),
+        };
+        config.backend = Backend::Kubernetes(KubernetesConfig::new(REGISTRY.to_owned()));
+        let connections = Connections {
+            objects: Some(store.clone()),
+            kube: Some(kube),
+        };
+        let server = Server::bind_with(config, connections).await.unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let events = server.subscribe_events();
+        tokio::spawn(server.serve(std::future::pending()));
+        let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+        Running {
+            url,
+            token: token.trim().to_owned(),
+            http: reqwest::Client::new(),
+            events,
+            store,
+            _s3: s3,
+            _dir: dir,
+        }
+    }
+
+    fn request(&self, method: http::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    async fn create_tenant(&self, name: &str) {
+        let created = self
+            .request(http::Method::POST, "/v1/tenants")
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    }
+
+    /// Deploys `hello` to `acme` and waits until its build ends, ready or failed.
+    async fn deploy_and_wait(&mut self) -> RevisionView {
+        let accepted = self
+            .request(http::Method::PUT, "/v1/tenants/acme/functions/hello/source")
+            .body(python_source())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 202, "{}", accepted.text().await.unwrap());
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let published = self.events.recv().await.expect("feed open");
+                if [types::FUNCTION_READY, types::BUILD_FAILED].contains(&published.event.ty.as_str()) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the build ends within 60s");
+        self.request(http::Method::GET, "/v1/tenants/acme/functions/hello/revisions/1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn build_log(&self) -> String {
+        self.request(
+            http::Method::GET,
+            "/v1/tenants/acme/functions/hello/revisions/1/log",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+    }
+}
+
+fn build_id() -> String {
+    let digest = hex::encode(Sha256::digest(python_source()));
+    format!("1-{}", &digest[..6])
+}
+
+/// The Job `kl-k8s` renders for this build: what the server must send, field for field.
+fn expected_job() -> Value {
+    let id = build_id();
+    let context = format!("s3://{BUCKET}/{PREFIX}/{}", keys::context("acme", "hello", 1));
+    let job = kl_k8s::render_build_job(
+        &BuildJobInput {
+            tenant: "acme",
+            function: "hello",
+            runtime: Runtime::Python,
+            build_id: &id,
+            context_url: &context,
+            destination: &format!("{REGISTRY}/acme/hello:00001"),
+            registry: &Registry {
+                push_secret: "registry-push".into(),
+                cache_repo: None,
+                insecure: false,
+            },
+            credentials_secret: None,
+            resources: BuildResources {
+                cpu_millis: 1000,
+                memory_bytes: 2 << 30,
+            },
+            deadline: Duration::from_secs(600),
+            ttl_after_finished: Duration::from_secs(3600),
+            executor_image: None,
+        },
+        &PlatformSettings::default(),
+    )
+    .unwrap();
+    serde_json::to_value(Object::Job(Box::new(job))).unwrap()
+}
+
+/// The Knative Service `kl-k8s` renders for revision 1 with the pushed image by digest, the
+/// spec resolved within a default tenant's limits.
+fn expected_service() -> Value {
+    let limits = TenantSpec::default().spec_limits(&SpecLimits::default()).unwrap();
+    let spec = FunctionSettings::default()
+        .resolve(Runtime::Python, &limits)
+        .unwrap();
+    let image = format!("{REGISTRY}/acme/hello@{DIGEST}");
+    let service = kl_k8s::render_knative_service(&ServiceInput {
+        tenant: "acme",
+        function: "hello",
+        revision: 1,
+        spec: &spec,
+        image: &image,
+        secrets: &[],
+        pull_secret: None,
+        traffic: &[],
+    })
+    .unwrap();
+    serde_json::to_value(Object::KnativeService(service)).unwrap()
+}
+
+fn lines(sent: &Mutex<Vec<Recorded>>) -> Vec<String> {
+    sent.lock().unwrap().iter().map(Recorded::line).collect()
+}
+
+fn sent_to(sent: &Mutex<Vec<Recorded>>, method: &str, path: &str) -> Recorded {
+    sent.lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.method == method && r.path() == path)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {method} {path} in {:#?}", lines(sent)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_builds_with_kaniko_serves_on_knative_and_invocations_reach_it() {
+    let endpoint = knative_endpoint().await;
+    let (kube, sent) = fake_cluster(Cluster::succeeding(&endpoint));
+    let mut server = Running::start(kube).await;
+
+    // At start: the cluster-wide objects, then the default tenant's namespace set.
+    let started = lines(&sent);
+    assert!(started.contains(&"PATCH /apis/scheduling.k8s.io/v1/priorityclasses/kl-high".to_owned()));
+    assert!(started.contains(&format!("PATCH /api/v1/namespaces/{BUILDS}")));
+    assert!(started.contains(&"PATCH /api/v1/namespaces/kl-default".to_owned()));
+
+    server.create_tenant("acme").await;
+    let namespace = sent_to(&sent, "PATCH", "/api/v1/namespaces/kl-acme");
+    assert!(namespace.uri.ends_with(APPLY), "{}", namespace.uri);
+    assert_eq!(namespace.content_type, "application/apply-patch+yaml");
+    let quota = sent_to(
+        &sent,
+        "PATCH",
+        "/api/v1/namespaces/kl-acme/resourcequotas/kl-quota",
+    );
+    let tenant_set =
+        kl_k8s::render_tenant("acme", &TenantSpec::default(), &PlatformSettings::default()).unwrap();
+    let rendered_quota = tenant_set.iter().find(|o| o.kind() == "ResourceQuota").unwrap();
+    assert_eq!(quota.json(), serde_json::to_value(rendered_quota).unwrap());
+
+    let revision = server.deploy_and_wait().await;
+    assert_eq!(
+        revision.state,
+        RevisionState::Ready,
+        "{:?}\n{}",
+        revision.error,
+        server.build_log().await
+    );
+    assert!(revision.serving);
+    assert_eq!(revision.digest.as_deref(), Some(DIGEST));
+
+    // The Job, exactly as rendered, reading the context the server put in S3.
+    let job_path = format!(
+        "/apis/batch/v1/namespaces/{BUILDS}/jobs/hello-build-{}",
+        build_id()
+    );
+    let job = sent_to(&sent, "PATCH", &job_path);
+    assert!(job.uri.ends_with(APPLY), "{}", job.uri);
+    assert_eq!(job.json(), expected_job());
+    let args = job.json()["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(
+        args.as_array().unwrap().contains(&json!(format!(
+            "--context=s3://{BUCKET}/{PREFIX}/contexts/acme/hello/1.tar.gz"
+        ))),
+        "{args}"
+    );
+    let context = server
+        .store
+        .get(&keys::context("acme", "hello", 1).as_str().into())
+        .await
+        .expect("the context is in S3")
+        .bytes()
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    let mut dockerfile = String::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&context[..]));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        if name == "Dockerfile" {
+            entry.read_to_string(&mut dockerfile).unwrap();
+        }
+        names.push(name);
+    }
+    names.sort();
+    assert_eq!(names, [".kl/kl_shim.py", "Dockerfile", "main.py"]);
+    assert!(dockerfile.contains("FROM python:3.12-slim"), "{dockerfile}");
+
+    // The Service, exactly as rendered, with the image by digest.
+    let service = sent_to(
+        &sent,
+        "PATCH",
+        "/apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello",
+    );
+    assert!(service.uri.ends_with(APPLY), "{}", service.uri);
+    assert_eq!(service.json(), expected_service());
+    let order = lines(&sent);
+    let position = |line: &str| order.iter().position(|l| l == line).unwrap();
+    assert!(
+        position(&format!("PATCH {job_path}"))
+            < position("PATCH /apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello"),
+        "the Service is applied only after the build: {order:#?}"
+    );
+
+    let log = server.build_log().await;
+    for line in KANIKO_LOG.lines() {
+        assert!(log.contains(line), "the Kaniko log is in the build log:\n{log}");
+    }
+
+    // Invocations go to the Service's URL, path and query kept, the platform token not passed on.
+    let answer = server
+        .request(http::Method::POST, "/fn/acme/hello/greet?lang=en")
+        .json(&json!({"name": "kube"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().contains_key("x-kl-request-id"));
+    let seen: Value = answer.json().await.unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["uri"], "/greet?lang=en");
+    assert_eq!(seen["authorization"], false);
+    assert_eq!(seen["requestId"], true);
+    assert_eq!(seen["body"], r#"{"name":"kube"}"#);
+
+    // Deleting the function removes its Service and event sources, then stops routing.
+    let deleted = server
+        .request(http::Method::DELETE, "/v1/tenants/acme/functions/hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(
+        lines(&sent)
+            .contains(&"DELETE /apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello".to_owned())
+    );
+    let gone = server
+        .request(http::Method::POST, "/fn/acme/hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_kaniko_build_fails_the_revision_with_kubernetes_reason_and_its_log() {
+    let mut cluster = Cluster::succeeding("http://unused.invalid");
+    cluster.job_conditions = json!([{
+        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+    }]);
+    let (kube, sent) = fake_cluster(cluster);
+    let mut server = Running::start(kube).await;
+    server.create_tenant("acme").await;
+
+    let revision = server.deploy_and_wait().await;
+    assert_eq!(revision.state, RevisionState::Failed);
+    let error = revision.error.unwrap_or_default();
+    assert!(
+        error.contains(
+            "the Kaniko build Job failed (BackoffLimitExceeded): Job has reached the specified backoff limit"
+        ),
+        "{error}"
+    );
+    assert!(server.build_log().await.contains("INFO Pushing image"));
+    assert!(
+        !lines(&sent).iter().any(|l| l.contains("serving.knative.dev")),
+        "no Service for a failed build: {:#?}",
+        lines(&sent)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_service_apply_fails_the_revision_naming_the_object_and_rbac() {
+    let mut cluster = Cluster::succeeding("http://unused.invalid");
+    cluster.services_forbidden = true;
+    let (kube, _sent) = fake_cluster(cluster);
+    let mut server = Running::start(kube).await;
+    server.create_tenant("acme").await;
+
+    let revision = server.deploy_and_wait().await;
+    assert_eq!(revision.state, RevisionState::Failed);
+    assert!(!revision.serving);
+    let error = revision.error.unwrap_or_default();
+    assert!(
+        error.contains("apply Service kl-acme/hello: forbidden") && error.contains("(RBAC)"),
+        "{error}"
+    );
+    let invoked = server
+        .request(http::Method::POST, "/fn/acme/hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoked.status(), 404, "nothing is routed");
+}
+
+#[tokio::test]
+async fn the_kubernetes_backend_refuses_to_start_without_an_s3_store() {
+    let (kube, sent) = fake_cluster(Cluster::succeeding("http://unused.invalid"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.backend = Backend::Kubernetes(KubernetesConfig::new(REGISTRY.to_owned()));
+    let refused = Server::bind_with(
+        config,
+        Connections {
+            objects: None,
+            kube: Some(kube),
+        },
+    )
+    .await;
+    let Err(error) = refused else {
+        panic!("a local object store is refused");
+    };
+    assert!(matches!(error, ServerError::KubernetesNeedsS3), "{error}");
+    assert!(error.to_string().contains("--store s3://"), "{error}");
+    assert!(lines(&sent).is_empty(), "nothing was sent to the cluster");
+}
