@@ -1,7 +1,7 @@
 //! The client paths against a fake API transport: server-side apply (create, update, field
 //! manager and force), the exact request paths and bodies, a build Job watched to success and
-//! to failure with its log, a Knative Service's status, deletion, and API errors as typed
-//! errors.
+//! to failure with its log, a Knative Service's status, the watch until a revision is ready or
+//! failed, deletion, and API errors as typed errors.
 
 mod support;
 
@@ -424,5 +424,84 @@ async fn removing_a_tenant_deletes_its_namespace_and_a_forbidden_delete_is_repor
             "DELETE /api/v1/namespaces/kl-acme",
             "DELETE /api/v1/namespaces/kl-beta"
         ]
+    );
+}
+
+/// A Knative Service `hello` as the API lists and watches it: generation 2, with `status`.
+fn knative_service(version: &str, status: Value) -> Value {
+    json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "kl-acme", "generation": 2, "resourceVersion": version},
+        "status": status,
+    })
+}
+
+/// Answers the Service's list with `listed` and its watch with one event carrying `watched`.
+fn service_watch(listed: Value, watched: Value) -> impl FnMut(&Recorded) -> (u16, String) + Send + 'static {
+    move |r: &Recorded| match r.path() {
+        "/apis/serving.knative.dev/v1/namespaces/kl-acme/services" if r.uri.contains("watch=true") => {
+            let event = json!({"type": "MODIFIED", "object": knative_service("31", watched.clone())});
+            (200, format!("{event}\n"))
+        }
+        "/apis/serving.knative.dev/v1/namespaces/kl-acme/services" => ok(json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "ServiceList",
+            "metadata": {"resourceVersion": "30"},
+            "items": [knative_service("30", listed.clone())],
+        })),
+        _ => status(404, "NotFound", &format!("unexpected {} {}", r.method, r.uri)),
+    }
+}
+
+#[tokio::test]
+async fn waiting_for_a_revision_watches_past_the_previous_ready_one() {
+    let previous = json!({
+        "observedGeneration": 1, "latestReadyRevisionName": "hello-00001",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    });
+    let current = json!({
+        "observedGeneration": 2, "latestReadyRevisionName": "hello-00002",
+        "url": "http://hello.kl-acme.svc.cluster.local",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    });
+    let (client, requests) = fake::client(service_watch(previous, current));
+    let applier = Applier::new(client);
+    let status = applier
+        .wait_until_ready("kl-acme", "hello", "hello-00002")
+        .await
+        .unwrap();
+    assert_eq!(status.readiness, Readiness::Ready);
+    assert_eq!(
+        status.url.as_deref(),
+        Some("http://hello.kl-acme.svc.cluster.local")
+    );
+    drop(applier);
+    let requests = requests.await.unwrap();
+    assert_eq!(requests.len(), 2, "a list, then a watch");
+    assert!(
+        requests[0].uri.contains("fieldSelector=metadata.name%3Dhello"),
+        "{}",
+        requests[0].uri
+    );
+    assert!(requests[1].uri.contains("watch=true") && requests[1].uri.contains("resourceVersion=30"));
+}
+
+#[tokio::test]
+async fn waiting_for_a_revision_ends_with_knatives_reason_when_it_fails() {
+    let failed = json!({
+        "observedGeneration": 2,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "RevisionMissing",
+                        "message": "Configuration \"hello\" does not have any ready Revision."}],
+    });
+    let (client, _requests) = fake::client(service_watch(failed.clone(), failed));
+    let status = Applier::new(client)
+        .wait_until_ready("kl-acme", "hello", "hello-00002")
+        .await
+        .unwrap();
+    assert_eq!(
+        status.readiness,
+        Readiness::NotReady {
+            reason: "RevisionMissing".into(),
+            message: "Configuration \"hello\" does not have any ready Revision.".into(),
+        }
     );
 }

@@ -109,8 +109,8 @@ fn route_key(tenant: &str, function: &str) -> String {
 }
 
 impl Cluster {
-    /// Connects to the cluster and applies what every tenant depends on (the PriorityClasses
-    /// and the build namespace). `objects` must be S3: Kaniko reads build contexts from there.
+    /// Applies what every tenant depends on (the PriorityClasses and the build namespace).
+    /// `objects` is the S3 store Kaniko reads build contexts from.
     pub async fn start(
         client: kl_kube::Client,
         mut config: KubernetesConfig,
@@ -118,9 +118,6 @@ impl Cluster {
         limits: &SpecLimits,
         max_response_bytes: usize,
     ) -> Result<Cluster, crate::ServerError> {
-        if !matches!(objects, Objects::S3 { .. }) {
-            return Err(crate::ServerError::KubernetesNeedsS3);
-        }
         config.platform.limits = limits.clone();
         let applier = Applier::new(client);
         let mut shared = kl_k8s::render_priority_classes();

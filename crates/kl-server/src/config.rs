@@ -71,8 +71,8 @@ pub enum Backend {
     /// Built here (pip, npm, go) and run as local sandboxed processes.
     #[default]
     Local,
-    /// Built by Kaniko Jobs and served by Knative Services in a cluster.
-    Kubernetes(KubernetesConfig),
+    /// Built by Kaniko Jobs and served by Knative Services in a cluster (boxed: it is large).
+    Kubernetes(Box<KubernetesConfig>),
 }
 
 /// What the Kubernetes backend needs beyond the cluster's address (kubeconfig or the pod's

@@ -143,6 +143,10 @@ impl Server {
         };
         let cluster = match &config.backend {
             Backend::Local => None,
+            // Before connecting, so a wrong store is named whatever the cluster's state.
+            Backend::Kubernetes(_) if !matches!(config.objects, Objects::S3 { .. }) => {
+                return Err(ServerError::KubernetesNeedsS3);
+            }
             Backend::Kubernetes(kubernetes) => {
                 let client = match connections.kube {
                     Some(client) => client,
@@ -152,7 +156,7 @@ impl Server {
                 };
                 let cluster = cluster::Cluster::start(
                     client,
-                    kubernetes.clone(),
+                    KubernetesConfig::clone(kubernetes),
                     &config.objects,
                     &config.spec_limits,
                     config.max_response_bytes,

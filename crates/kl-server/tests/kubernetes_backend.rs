@@ -191,7 +191,7 @@ impl Running {
             bucket: BUCKET.to_owned(),
             prefix: PREFIX.to_owned(),
         };
-        config.backend = Backend::Kubernetes(KubernetesConfig::new(REGISTRY.to_owned()));
+        config.backend = Backend::Kubernetes(Box::new(KubernetesConfig::new(REGISTRY.to_owned())));
         let connections = Connections {
             objects: Some(store.clone()),
             kube: Some(kube),
@@ -530,7 +530,7 @@ async fn the_kubernetes_backend_refuses_to_start_without_an_s3_store() {
     let (kube, sent) = fake_cluster(Cluster::succeeding("http://unused.invalid"));
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.backend = Backend::Kubernetes(KubernetesConfig::new(REGISTRY.to_owned()));
+    config.backend = Backend::Kubernetes(Box::new(KubernetesConfig::new(REGISTRY.to_owned())));
     let refused = Server::bind_with(
         config,
         Connections {

@@ -127,3 +127,20 @@ fn a_store_the_server_cannot_use_stops_it_at_start() {
         "{not_a_url}"
     );
 }
+
+#[test]
+fn the_kubernetes_backend_needs_a_registry_and_an_s3_store_before_any_cluster() {
+    let no_registry = refused_start(&["--backend", "kubernetes"], &[]);
+    assert!(
+        no_registry.contains("--backend kubernetes needs --registry"),
+        "{no_registry}"
+    );
+    let local_store = refused_start(
+        &["--backend", "kubernetes", "--registry", "registry.example.com/kl"],
+        &[],
+    );
+    assert!(
+        local_store.contains("--backend kubernetes needs an S3 object store (--store s3://"),
+        "{local_store}"
+    );
+}

@@ -40,6 +40,7 @@ async fn shutdown_signal() {
 pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     init_logging("info");
     let mut config = ServerConfig::new(data_dir, args.listen);
+    config.backend = backend(&args)?;
     config.cache_dir = args.cache_dir;
     if let Some(url) = &args.store {
         config.objects = kl_server::Objects::parse(url)?;
@@ -73,7 +74,6 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     config.secrets_key = std::env::var(kl_core::secret::SECRETS_KEY_ENV)
         .ok()
         .map(kl_server::SecretsKeyText);
-    config.backend = backend(&args)?;
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -92,7 +92,7 @@ fn backend(args: &ServerArgs) -> Result<Backend> {
             let mut config = KubernetesConfig::new(registry);
             config.push_secret = args.registry_push_secret.clone();
             config.store_credentials_secret = args.store_credentials_secret.clone();
-            Ok(Backend::Kubernetes(config))
+            Ok(Backend::Kubernetes(Box::new(config)))
         }
     }
 }
