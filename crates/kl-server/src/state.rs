@@ -2,15 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kl_build::Builder;
 use kl_core::{SpecLimits, TenantSpec};
-use kl_gateway::Gateway;
 use kl_gateway::egress::{EgressPolicy, EgressProxies, RuleError};
+use kl_gateway::{Gateway, GatewayError, Invocation};
 use kl_store::Store;
 use object_store::ObjectStore;
-
-use bytes::Bytes;
-use kl_gateway::{GatewayError, Invocation};
 
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
