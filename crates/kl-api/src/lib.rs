@@ -1,5 +1,6 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
+mod backups;
 mod environments;
 mod events;
 mod secrets;
@@ -9,6 +10,7 @@ pub use events::{
     InvocationView, Rollback, ServingChanged, TriggerList, TriggerView, Uploaded,
 };
 
+pub use backups::{BackupTaken, CreateBackup};
 pub use environments::{CreateEnvironment, EnvironmentList, EnvironmentView, Promote, Promoted};
 pub use secrets::{KeyRotated, PutSecret, SecretList, SecretSet, SecretView};
 

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// The secrets keys (`KL_SECRETS_KEY`: base64, comma-separated, current first); without
     /// them, the key file `DATA_DIR/secrets.key`.
     pub secrets_key: Option<SecretsKeyText>,
+    /// Scheduled backups (`--backup-to`); none by default.
+    pub backup: Option<crate::BackupSchedule>,
 }
 
 /// Secrets keys as given; `Debug` never shows them.
@@ -142,6 +144,7 @@ impl ServerConfig {
             metering: MeteringConfig::default(),
             secret_limits: kl_core::SecretLimits::default(),
             secrets_key: None,
+            backup: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! the metadata store (or RabbitMQ) and the local process runtime.
 
 mod auth;
+pub mod backup;
 mod build_slots;
 mod config;
 mod cost;
@@ -35,6 +36,7 @@ use kl_runtime::{LocalRuntime, LocalRuntimeConfig};
 use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
+pub use backup::{BackupLocation, BackupSchedule, RestoreOptions, RestoreReport};
 use config::Layout;
 pub use config::{Bus, MeteringConfig, SecretsKeyText, ServerConfig};
 pub use objects::Objects;
@@ -174,6 +176,7 @@ impl Server {
             events: events::Events::new(broker, triggers, store.clone()),
             metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
             cost_metrics: cost::CostMetrics::new(),
+            backup: tokio::sync::Mutex::new(()),
             store,
             objects,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -213,12 +216,15 @@ impl Server {
         let state = self.state.clone();
         let app = router(state.clone());
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), state.shutdown.subscribe()));
-        let background = [
+        let mut background = vec![
             tokio::spawn(events::scheduler(state.clone())),
             tokio::spawn(events::sweeper(state.clone())),
             tokio::spawn(events::scaling(state.clone())),
             tokio::spawn(cost::run(Arc::downgrade(&state), state.config.metering.interval)),
         ];
+        if let Some(schedule) = state.config.backup.clone() {
+            background.push(tokio::spawn(backup::schedule(Arc::downgrade(&state), schedule)));
+        }
         tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), store = %state.config.objects, bus = ?bus_name(&state.config.bus), "kl server listening");
         let stopping = state.clone();
         let served = axum::serve(self.listener, app)
@@ -298,6 +304,7 @@ fn router(state: Arc<AppState>) -> Router {
             put(secrets::put).delete(secrets::delete),
         )
         .route("/v1/admin/rotate-secrets-key", post(secrets::rotate_key))
+        .route("/v1/admin/backups", post(backup::create))
         .route("/v1/events", post(events::ingest_own))
         .route(&format!("{tenant}/events"), post(events::ingest))
         .route(&format!("{tenant}/events/stream"), get(events::follow))

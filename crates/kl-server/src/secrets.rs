@@ -68,6 +68,13 @@ impl Vault {
     }
 }
 
+/// The ids of the keys `KL_SECRETS_KEY` (`env`) or an existing key file holds, for a restore
+/// to check before it writes anything.
+pub(crate) fn key_ids(env: Option<&str>, key_file: &std::path::Path) -> Result<Vec<String>, String> {
+    let (ring, _) = keyfile::load(env, key_file).map_err(|e| e.to_string())?;
+    Ok(ring.keys().iter().map(|k| k.id().to_owned()).collect())
+}
+
 /// Re-encrypts every value not sealed under the current key, then drops the older keys from
 /// the key file. Run at start (it finishes a rotation a crash interrupted, or one asked for
 /// by putting a new key first in `KL_SECRETS_KEY`) and by a rotation. Returns how many

@@ -38,6 +38,8 @@ pub(crate) struct AppState {
     /// The meters of running instances and stored bytes (DESIGN §6).
     pub metering: tokio::sync::Mutex<crate::cost::Metering>,
     pub cost_metrics: crate::cost::CostMetrics,
+    /// One backup at a time.
+    pub backup: tokio::sync::Mutex<()>,
 }
 
 impl AppState {

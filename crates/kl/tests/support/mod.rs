@@ -69,7 +69,11 @@ impl Server {
 
     /// Starts a server with extra `kl server` flags and environment variables.
     pub async fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Server::start_in(tempfile::tempdir().expect("temp dir"), extra, env).await
+    }
+
+    /// Starts a server whose data dir is `dir/data` (which may hold a restored platform).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, String)]) -> Server {
         let mut server = Server {
             dir,
             url: String::new(),
@@ -191,6 +195,22 @@ impl Server {
             .await
             .expect("kl command finished in time")
             .expect("kl runs")
+    }
+
+    /// Runs the `kl` CLI, which must succeed; returns its stdout. A failure shows the command,
+    /// its exit status, stdout and stderr.
+    pub async fn kl_ok(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
+        stdout(&out)
+    }
+
+    /// Runs the `kl` CLI, which must fail; returns its exit status, stdout and stderr (as
+    /// [`text`]), so a test can look for the message and for what must not leak anywhere.
+    pub async fn kl_fails(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
+        text(&out)
     }
 
     /// Runs the `kl` CLI with `token` instead of the admin token.
