@@ -193,6 +193,22 @@ impl Server {
             .expect("kl runs")
     }
 
+    /// Runs the `kl` CLI, which must succeed; returns its stdout. A failure shows the command,
+    /// its exit status, stdout and stderr.
+    pub async fn kl_ok(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
+        stdout(&out)
+    }
+
+    /// Runs the `kl` CLI, which must fail; returns its exit status, stdout and stderr (as
+    /// [`text`]), so a test can look for the message and for what must not leak anywhere.
+    pub async fn kl_fails(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
+        text(&out)
+    }
+
     /// Runs the `kl` CLI with `token` instead of the admin token.
     pub async fn kl_as(&self, token: &str, args: &[&str]) -> Output {
         let mut cmd = tokio::process::Command::new(KL);
