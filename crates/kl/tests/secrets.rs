@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Reply, Server, fixture, text, unique, wait_for};
+use support::{Reply, Server, fixture, text, wait_for};
 
 fn sha(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -79,7 +79,7 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
     assert!(gone.contains("not found"), "{gone}");
 
     // Bad input: a 4xx naming the problem, never the value, and nothing stored.
-    let planted = format!("planted-{}", unique());
+    let planted = kl_testkit::unique("planted-");
     for (name, body, status, says) in [
         (
             "db",
@@ -371,7 +371,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn a_planted_secret_appears_in_no_log_event_response_or_stored_byte() {
     let mut server = Server::start().await;
-    let planted = format!("PLANTED{}", unique());
+    let planted = kl_testkit::unique("PLANTED");
     let events = Arc::new(Mutex::new(Vec::<u8>::new()));
     let stream = server
         .req(Method::GET, "/v1/tenants/default/events/stream")
