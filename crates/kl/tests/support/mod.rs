@@ -352,27 +352,11 @@ impl Bus {
         match self {
             Bus::Embedded => Vec::new(),
             Bus::Amqp(url) => {
-                let prefix = format!("kltest-{}", unique());
+                let prefix = kl_testkit::unique("kltest-");
                 vec!["--bus".into(), url.clone(), "--bus-prefix".into(), prefix]
             }
         }
     }
-}
-
-/// A short name no other test uses.
-pub fn unique() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:x}{:x}{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Deletes a test server's RabbitMQ queues, best-effort, when `rabbitmqctl` runs here (its
