@@ -1,4 +1,4 @@
-//! Backups and restores (DESIGN §8): a logical, backend-neutral copy of the platform.
+//! Backups and restores: a logical, backend-neutral copy of the platform.
 //!
 //! A backup location (a folder on the server's machine, or `s3://BUCKET[/PREFIX]`) holds:
 //! - `snapshots/ID/metadata.json`: every row of the metadata store, read in one transaction
@@ -125,6 +125,11 @@ pub struct Manifest {
     pub rows: std::collections::BTreeMap<String, usize>,
     pub objects: Vec<ObjectEntry>,
     pub artifacts: Vec<ArtifactEntry>,
+    /// The dependency layers (in the build cache) the artifacts' launch specs name.
+    pub layers: Vec<LayerEntry>,
+    /// The data dir the artifacts were built in: their launch specs hold absolute paths
+    /// under it, which a restore moves to the new data dir.
+    pub data_dir: String,
     /// The secrets keys the sealed values need (ids only; never the keys).
     pub secrets_key_ids: Vec<String>,
     /// Bytes the snapshot refers to, and how many of them this backup wrote (the rest were
@@ -148,6 +153,16 @@ pub struct ArtifactEntry {
     pub tenant: String,
     pub function: String,
     pub revision: i64,
+    pub blob: String,
+    pub bytes: u64,
+}
+
+/// A dependency layer: where it was, its place in the build cache, and its blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerEntry {
+    pub path: String,
+    /// Relative to the cache (`python/KEY`): where a restore puts it in the new cache.
+    pub name: String,
     pub blob: String,
     pub bytes: u64,
 }

@@ -451,6 +451,10 @@ pub struct RestoreArgs {
     /// Restore objects into this S3 location, not the data dir.
     #[arg(long, env = "KL_STORE")]
     pub store: Option<String>,
+    /// The build cache the restored server will use (its --cache-dir), where dependency
+    /// layers go; DATA_DIR/cache without it.
+    #[arg(long = "cache-dir", env = "KL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,7 @@ async fn restore(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> std:
         .env_remove("KL_SECRETS_KEY")
         .env_remove("KL_DB")
         .env_remove("KL_STORE")
+        .env_remove("KL_CACHE_DIR")
         .envs(env.iter().map(|(k, v)| (k, v)));
     tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
@@ -244,6 +245,8 @@ async fn a_backup_of_sqlite_and_local_objects_restores_onto_postgres_and_s3() {
         .kl_ok(&["admin", "backup", "--to", "s3://kl-backups/nightly"])
         .await;
     source.kill();
+    // Nothing of the old machine is left: its data dir (artifacts) goes.
+    drop(source);
 
     let target = tempfile::tempdir().unwrap();
     let target_dir = target.path().join("data");
@@ -262,6 +265,22 @@ async fn a_backup_of_sqlite_and_local_objects_restores_onto_postgres_and_s3() {
     .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(!target_dir.join("kl.db").exists(), "the rows went to PostgreSQL");
+    let specs = launch_specs(&target_dir.join("artifacts"));
+    assert_eq!(specs.len(), 3, "reader-1, hello-1, hello-2");
+    let with_layers = specs.iter().filter(|s| s["layers"].is_array()).count();
+    assert_eq!(
+        with_layers, 2,
+        "hello's revisions have a dependency layer: {specs:?}"
+    );
+    for spec in &specs {
+        let layers = spec["layers"].as_array().cloned().unwrap_or_default();
+        for path in layers.iter().chain([&spec["cwd"]]) {
+            assert!(
+                path.as_str().unwrap().starts_with(target_dir.to_str().unwrap()),
+                "restored artifacts use the new data dir and cache: {spec}"
+            );
+        }
+    }
 
     let restored = Server::start_in(
         target,
@@ -359,6 +378,20 @@ async fn scheduled_backups_keep_the_newest_and_bad_requests_are_refused() {
     assert!(!out.status.success());
     assert!(text(&out).contains("holds no complete backup"), "{}", text(&out));
     assert!(stdout(&out).is_empty());
+}
+
+/// Every launch spec below `dir`, links not followed (promoted copies are links).
+fn launch_specs(dir: &Path) -> Vec<Value> {
+    let mut specs = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            specs.extend(launch_specs(&path));
+        } else if path.file_name().unwrap() == "launch.json" {
+            specs.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+        }
+    }
+    specs
 }
 
 fn write_private(path: &PathBuf, bytes: &[u8]) {

@@ -28,6 +28,9 @@ pub struct RestoreOptions {
     pub db: Option<String>,
     /// Where the new server keeps objects.
     pub objects: Objects,
+    /// The new server's build cache (its `--cache-dir`), where dependency layers go;
+    /// `DATA_DIR/cache` without it.
+    pub cache_dir: Option<PathBuf>,
     /// The keys the secrets were sealed under (`KL_SECRETS_KEY`); without them, the key file
     /// in the data dir.
     pub secrets_key: Option<SecretsKeyText>,
@@ -76,7 +79,7 @@ pub async fn restore(options: RestoreOptions, progress: impl Fn(&str)) -> Result
         .canonicalize()
         .map_err(|source| file_error(&options.data_dir, source))?;
     let layout = Layout {
-        cache: root.join("cache"),
+        cache: options.cache_dir.clone().unwrap_or_else(|| root.join("cache")),
         root,
     };
     let store = match &options.db {
@@ -112,6 +115,42 @@ pub async fn restore(options: RestoreOptions, progress: impl Fn(&str)) -> Result
         .await?;
     progress(&format!("objects: {total} restored to {}", options.objects));
 
+    // Paths the artifacts' launch specs and links hold, and where they are now: each layer,
+    // then the data dir (a layer may sit in the old data dir's cache).
+    let mut moves = Vec::new();
+    for layer in &manifest.layers {
+        let name = Path::new(&layer.name);
+        if !name
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(BackupError::Corrupt(format!(
+                "layer name {:?} leaves the cache",
+                layer.name
+            )));
+        }
+        let into = layout.cache.join(name);
+        if !into.exists() {
+            let tarball = get_blob(source.as_ref(), &layer.blob).await?;
+            let (staging, done) = (into.with_extension("restoring"), into.clone());
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&staging);
+                unpack(&tarball, &staging)?;
+                std::fs::rename(&staging, &done)
+            })
+            .await
+            .expect("unpacking does not panic")
+            .map_err(|source| file_error(&into, source))?;
+        }
+        moves.push((PathBuf::from(&layer.path), into));
+    }
+    moves.push((PathBuf::from(&manifest.data_dir), layout.root.clone()));
+    progress(&format!(
+        "dependency layers: {} restored to {}",
+        manifest.layers.len(),
+        layout.cache.display()
+    ));
+
     let mut unpacked: BTreeMap<&str, PathBuf> = BTreeMap::new();
     for entry in &manifest.artifacts {
         let folder = layout.artifact(&entry.tenant, &entry.function, entry.revision);
@@ -125,11 +164,14 @@ pub async fn restore(options: RestoreOptions, progress: impl Fn(&str)) -> Result
             }
             None => {
                 let tarball = get_blob(source.as_ref(), &entry.blob).await?;
-                let into = folder.clone();
-                tokio::task::spawn_blocking(move || unpack(&tarball, &into))
-                    .await
-                    .expect("unpacking does not panic")
-                    .map_err(|source| file_error(&folder, source))?;
+                let (into, moves) = (folder.clone(), moves.clone());
+                tokio::task::spawn_blocking(move || {
+                    unpack(&tarball, &into)?;
+                    relocate_artifact(&into, &moves)
+                })
+                .await
+                .expect("unpacking does not panic")
+                .map_err(|source| file_error(&folder, source))?;
                 unpacked.insert(&entry.blob, folder);
             }
         }
@@ -249,6 +291,44 @@ async fn get_blob(source: &dyn ObjectStore, digest: &str) -> Result<Bytes, Backu
         )));
     }
     Ok(bytes)
+}
+
+/// Points an unpacked artifact at where things are now: its launch spec's paths and its
+/// absolute links (a Node function's `node_modules` links to its layer).
+fn relocate_artifact(folder: &Path, moves: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    let spec = folder.join(kl_build::LAUNCH_FILE);
+    if spec.exists() {
+        let mut launch: kl_core::Launch = serde_json::from_slice(&std::fs::read(&spec)?)?;
+        for (from, to) in moves {
+            launch.relocate(from, to);
+        }
+        std::fs::write(&spec, serde_json::to_vec_pretty(&launch)?)?;
+    }
+    relink(folder, moves)
+}
+
+fn relink(dir: &Path, moves: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let (entry, path) = {
+            let entry = entry?;
+            let path = entry.path();
+            (entry, path)
+        };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            relink(&path, moves)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            if let Some(moved) = moves
+                .iter()
+                .find_map(|(from, to)| kl_core::relocated(&target, from, to))
+            {
+                std::fs::remove_file(&path)?;
+                std::os::unix::fs::symlink(moved, &path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unpack(tarball: &[u8], into: &Path) -> std::io::Result<()> {

@@ -17,8 +17,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::{
-    ArtifactEntry, BackupError, BackupLocation, FORMAT, Manifest, ObjectEntry, blob_path, sha256_hex,
-    snapshot_file,
+    ArtifactEntry, BackupError, BackupLocation, FORMAT, LayerEntry, Manifest, ObjectEntry, blob_path,
+    sha256_hex, snapshot_file,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, parse_json};
@@ -82,8 +82,8 @@ pub(crate) async fn take(state: &AppState, location: &BackupLocation) -> Result<
     let mut written = 0;
     let objects = copy_objects(state.objects.as_ref(), dest.as_ref(), &mut written).await?;
     tracing::info!(%id, objects = objects.len(), "backup: objects copied");
-    let artifacts = pack_artifacts(state, &snapshot, dest.as_ref(), &mut written).await?;
-    tracing::info!(%id, artifacts = artifacts.len(), "backup: artifacts packed");
+    let (artifacts, layers) = pack_artifacts(state, &snapshot, dest.as_ref(), &mut written).await?;
+    tracing::info!(%id, artifacts = artifacts.len(), layers = layers.len(), "backup: artifacts packed");
     bytes_written += written;
 
     let secrets_key_ids: BTreeSet<String> = snapshot
@@ -95,7 +95,9 @@ pub(crate) async fn take(state: &AppState, location: &BackupLocation) -> Result<
         .collect();
     let unique_artifacts: BTreeMap<String, u64> =
         artifacts.iter().map(|a| (a.blob.clone(), a.bytes)).collect();
-    let bytes = objects.iter().map(|o| o.bytes).sum::<u64>() + unique_artifacts.values().sum::<u64>();
+    let bytes = objects.iter().map(|o| o.bytes).sum::<u64>()
+        + unique_artifacts.values().sum::<u64>()
+        + layers.iter().map(|l| l.bytes).sum::<u64>();
     let manifest = Manifest {
         format: FORMAT,
         id: id.clone(),
@@ -105,6 +107,8 @@ pub(crate) async fn take(state: &AppState, location: &BackupLocation) -> Result<
         rows: snapshot.counts(),
         objects,
         artifacts,
+        layers,
+        data_dir: state.layout.root.display().to_string(),
         secrets_key_ids: secrets_key_ids.into_iter().collect(),
         bytes,
         bytes_written,
@@ -162,15 +166,16 @@ async fn copy_objects(
     Ok(entries)
 }
 
-/// Packs the artifact folder of every ready revision, once per folder: promoted copies link
-/// to the folder of the revision they copy.
+/// Packs the artifact folder of every ready revision, once per folder (promoted copies link
+/// to the folder of the revision they copy), and the dependency layers they use.
 async fn pack_artifacts(
     state: &AppState,
     snapshot: &kl_store::Snapshot,
     dest: &dyn ObjectStore,
     written: &mut u64,
-) -> Result<Vec<ArtifactEntry>, BackupError> {
+) -> Result<(Vec<ArtifactEntry>, Vec<LayerEntry>), BackupError> {
     let mut packed: BTreeMap<PathBuf, (String, u64)> = BTreeMap::new();
+    let mut layers: BTreeMap<PathBuf, LayerEntry> = BTreeMap::new();
     let mut entries = Vec::new();
     for (tenant, function, revision) in ready_revisions(snapshot) {
         let folder = state.layout.artifact(&tenant, &function, revision);
@@ -181,17 +186,25 @@ async fn pack_artifacts(
         let (blob, bytes) = match packed.get(&real) {
             Some(done) => done.clone(),
             None => {
-                let dir = real.clone();
-                let tarball = tokio::task::spawn_blocking(move || pack(&dir))
-                    .await
-                    .expect("packing does not panic")
-                    .map_err(|source| BackupError::File {
-                        path: real.display().to_string(),
-                        source,
-                    })?;
-                let bytes = tarball.len() as u64;
-                let (blob, wrote) = put_blob(dest, tarball).await?;
-                *written += wrote;
+                for layer in launch_layers(&real).await {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = layers.entry(layer) {
+                        let layer = slot.key();
+                        let (blob, bytes) = pack_into(dest, layer, written).await?;
+                        // A layer outside this server's cache (built with another --cache-dir)
+                        // is named by its content.
+                        let name = layer
+                            .strip_prefix(&state.layout.cache)
+                            .map_or_else(|_| format!("restored/{blob}"), |n| n.display().to_string());
+                        let entry = LayerEntry {
+                            path: layer.display().to_string(),
+                            name,
+                            blob,
+                            bytes,
+                        };
+                        slot.insert(entry);
+                    }
+                }
+                let (blob, bytes) = pack_into(dest, &real, written).await?;
                 packed.insert(real, (blob.clone(), bytes));
                 (blob, bytes)
             }
@@ -204,7 +217,35 @@ async fn pack_artifacts(
             bytes,
         });
     }
-    Ok(entries)
+    Ok((entries, layers.into_values().collect()))
+}
+
+/// The dependency layers an artifact's launch spec names (none when it has no spec).
+async fn launch_layers(artifact: &Path) -> Vec<PathBuf> {
+    let Ok(text) = tokio::fs::read(artifact.join(kl_build::LAUNCH_FILE)).await else {
+        return Vec::new();
+    };
+    serde_json::from_slice::<kl_core::Launch>(&text).map_or_else(|_| Vec::new(), |launch| launch.layers)
+}
+
+/// Packs a folder into a blob; returns the blob and the tarball's size.
+async fn pack_into(
+    dest: &dyn ObjectStore,
+    dir: &Path,
+    written: &mut u64,
+) -> Result<(String, u64), BackupError> {
+    let folder = dir.to_path_buf();
+    let tarball = tokio::task::spawn_blocking(move || pack(&folder))
+        .await
+        .expect("packing does not panic")
+        .map_err(|source| BackupError::File {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    let bytes = tarball.len() as u64;
+    let (blob, wrote) = put_blob(dest, tarball).await?;
+    *written += wrote;
+    Ok((blob, bytes))
 }
 
 /// (tenant, function, number) of every ready revision in the snapshot.
@@ -303,6 +344,7 @@ pub(crate) async fn prune(location: &BackupLocation, keep: usize) -> Result<(), 
             let manifest = super::restore::read_manifest(dest.as_ref(), id).await?;
             referenced.extend(manifest.objects.into_iter().map(|o| o.blob));
             referenced.extend(manifest.artifacts.into_iter().map(|a| a.blob));
+            referenced.extend(manifest.layers.into_iter().map(|l| l.blob));
         } else if newest.is_some_and(|newest| id < newest) {
             // The manifest first: a snapshot cut short by a crash here is merely incomplete.
             for name in ["manifest.json", "metadata.json"] {

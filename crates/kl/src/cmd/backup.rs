@@ -50,6 +50,7 @@ pub async fn restore(args: RestoreArgs, data_dir: PathBuf) -> Result<()> {
         data_dir: data_dir.clone(),
         db: args.db,
         objects,
+        cache_dir: args.cache_dir,
         secrets_key: std::env::var(kl_core::secret::SECRETS_KEY_ENV)
             .ok()
             .map(SecretsKeyText),
