@@ -178,6 +178,9 @@ pub struct TenantUsage {
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     pub name: String,
+    /// `TENANT/ENV` when this tenant is an environment of another (`kl env create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub spec: TenantSpec,
     pub usage: TenantUsage,
     pub created_at: DateTime<Utc>,

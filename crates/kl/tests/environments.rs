@@ -84,6 +84,11 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["prod", "50%", "low", "acme-prod", "0"]),
         "{ls}"
     );
+    let tenants = server.kl_ok(&["tenant", "ls"]).await;
+    assert!(
+        tenants.lines().any(|l| l.starts_with("acme-prod (acme/prod) ")),
+        "environment tenants say whose they are: {tenants}"
+    );
 
     // dev holds 20 % of 10 functions: two. A tenant developer deploys there.
     let developer = server
