@@ -14,6 +14,7 @@
 //! store restores onto PostgreSQL and S3, and back. The secrets keys are never in a backup:
 //! values stay sealed, and a restore needs the key they were sealed under.
 
+mod metrics;
 mod restore;
 mod take;
 
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::objects::{self, Objects, ObjectsError, ObjectsUrlError};
 
+pub(crate) use metrics::BackupMetrics;
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use take::{BackupReport, BackupSchedule};
 pub(crate) use take::{create, schedule};

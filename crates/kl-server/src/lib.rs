@@ -177,6 +177,7 @@ impl Server {
             metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
             cost_metrics: cost::CostMetrics::new(),
             backup: tokio::sync::Mutex::new(()),
+            backup_metrics: backup::BackupMetrics::new(config.backup.as_ref().map(|b| b.every)),
             store,
             objects,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -358,13 +359,14 @@ async fn metrics(
     state
         .authorize(&caller, kl_core::Action::ReadAllTenants, None)
         .await?;
-    // Two registries, one exposition: the data plane's without its `# EOF`, then usage.
-    let data_plane = state.gateway.metrics();
-    let text = data_plane
-        .strip_suffix("# EOF\n")
-        .unwrap_or(&data_plane)
-        .to_owned()
-        + &state.cost_metrics.encode();
+    // Three registries, one exposition: each without its `# EOF` but the last.
+    let [data_plane, backups, usage] = [
+        state.gateway.metrics(),
+        state.backup_metrics.encode(),
+        state.cost_metrics.encode(),
+    ];
+    let body = |text: &str| text.strip_suffix("# EOF\n").unwrap_or(text).to_owned();
+    let text = body(&data_plane) + &body(&backups) + &usage;
     Ok((
         [(
             http::header::CONTENT_TYPE,

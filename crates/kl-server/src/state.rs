@@ -40,6 +40,7 @@ pub(crate) struct AppState {
     pub cost_metrics: crate::cost::CostMetrics,
     /// One backup at a time.
     pub backup: tokio::sync::Mutex<()>,
+    pub backup_metrics: crate::backup::BackupMetrics,
 }
 
 impl AppState {

@@ -126,10 +126,10 @@ pub struct ServerArgs {
     #[arg(long = "backup-to", env = "KL_BACKUP_TO")]
     pub backup_to: Option<String>,
     /// How often scheduled backups run: at most this much recent data is lost with the disk.
-    #[arg(long = "backup-every", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long = "backup-every", env = "KL_BACKUP_EVERY", default_value = "1h", value_parser = parse_duration)]
     pub backup_every: std::time::Duration,
     /// How many scheduled snapshots to keep (older ones and blobs only they use are deleted).
-    #[arg(long = "backup-keep", default_value_t = 24)]
+    #[arg(long = "backup-keep", env = "KL_BACKUP_KEEP", default_value_t = 24)]
     pub backup_keep: usize,
     /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
     #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]

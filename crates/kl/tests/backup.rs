@@ -322,6 +322,23 @@ async fn scheduled_backups_keep_the_newest_and_bad_requests_are_refused() {
     })
     .await;
 
+    let metrics = server
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kl_backup_interval_seconds 1.0"), "{metrics}");
+    let last: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kl_backup_last_success_timestamp_seconds "))
+        .expect("the newest backup's time")
+        .parse()
+        .unwrap();
+    assert!(last > 0.0, "{metrics}");
+
     // Only platform admins take backups.
     server.kl_ok(&["tenant", "create", "acme"]).await;
     let tenant_admin = server

@@ -69,6 +69,17 @@ pub(crate) async fn create(
 /// artifact not already in the location, then the manifest that makes it complete.
 pub(crate) async fn take(state: &AppState, location: &BackupLocation) -> Result<BackupTaken, BackupError> {
     let _one = state.backup.try_lock().map_err(|_| BackupError::Busy)?;
+    let taken = write_snapshot(state, location).await;
+    match &taken {
+        Ok(taken) => state
+            .backup_metrics
+            .succeeded(Duration::from_millis(taken.duration_ms)),
+        Err(_) => state.backup_metrics.failed(),
+    }
+    taken
+}
+
+async fn write_snapshot(state: &AppState, location: &BackupLocation) -> Result<BackupTaken, BackupError> {
     let started = Instant::now();
     let dest = location.open().await?;
     let snapshot = state.store.snapshot().await?;
@@ -297,10 +308,11 @@ async fn put_blob(dest: &dyn ObjectStore, bytes: Bytes) -> Result<(String, u64),
     }
 }
 
-/// Takes a snapshot every `schedule.every` and keeps the newest `schedule.keep`. A failed
-/// backup is logged and retried at the next tick: the server keeps serving.
+/// Takes a snapshot at start and then every `schedule.every`, and keeps the newest
+/// `schedule.keep`. A failed backup is logged and retried at the next tick: the server keeps
+/// serving.
 pub(crate) async fn schedule(state: std::sync::Weak<AppState>, schedule: BackupSchedule) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + schedule.every, schedule.every);
+    let mut ticks = tokio::time::interval(schedule.every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
