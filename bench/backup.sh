@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Backup and restore of a platform with N functions (RTO), and what the default schedule can
 # lose (RPO), with the real `kl` (release build) on this machine:
-#   - N tiny Python functions deployed in tenant `bench` (4 deploys at a time), each built;
+#   - N tiny Python functions deployed in tenant `bench` (4 deploys at a time, 2 builds), each built;
 #   - `kl admin backup` while the server runs: duration, bytes; then a second one (only the
 #     metadata changes: what an hourly backup costs);
 #   - the data dir destroyed; `kl admin restore` onto a fresh one (the secrets key copied apart);
@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
 source bench/lib.sh
-start_server --isolation none --build-concurrency 2
+start_server --isolation none --build-concurrency 2 --idle-timeout 2s
+# On failure, say what the server said.
+trap 'status=$?; if [[ $status != 0 ]]; then tail -30 "$work"/server*.log >&2; fi; kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
@@ -22,12 +24,16 @@ cat >"$work/fn/main.py" <<'PY'
 def handler(event, context):
     return {"ok": True}
 PY
-"$kl" tenant create bench --functions $((n + 10)) >/dev/null
+# Each deploy starts an instance for its readiness check: room for those until they idle out.
+cat >"$work/tenant.yaml" <<YAML
+quotas: {functions: $((n + 10)), instances: 500, cpu: "64", memory: 64Gi, concurrentBuilds: 4}
+YAML
+"$kl" tenant create bench -f "$work/tenant.yaml" >/dev/null
 
 t0=$(date +%s%N)
-seq "$n" | xargs -P 4 -I{} sh -c '"$0" deploy "$1" --tenant bench --name "fn-$2" >/dev/null || { echo "deploy fn-$2 failed" >&2; exit 255; }' "$kl" "$work/fn" {}
+seq "$n" | xargs -P 4 -I{} sh -c '"$0" deploy "$1" --tenant bench --name "fn-$2" --cpu 50m --memory 64Mi >/dev/null || { echo "deploy fn-$2 failed" >&2; exit 255; }' "$kl" "$work/fn" {}
 t1=$(date +%s%N)
-deployed=$("$kl" ls --tenant bench -o json | jq length)
+deployed=$("$kl" ls --tenant bench -o json | jq ".functions | length")
 [[ $deployed == "$n" ]] || { echo "expected $n functions, found $deployed" >&2; exit 1; }
 
 first=$("$kl" admin backup --to "$work/backups" -o json)
