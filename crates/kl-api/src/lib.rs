@@ -1,5 +1,6 @@
 //! Request and response bodies of the HTTP API, shared by the server and the CLI.
 
+mod backups;
 mod environments;
 mod events;
 mod secrets;
@@ -9,6 +10,7 @@ pub use events::{
     InvocationView, Rollback, ServingChanged, TriggerList, TriggerView, Uploaded,
 };
 
+pub use backups::{BackupTaken, CreateBackup};
 pub use environments::{CreateEnvironment, EnvironmentList, EnvironmentView, Promote, Promoted};
 pub use secrets::{KeyRotated, PutSecret, SecretList, SecretSet, SecretView};
 
@@ -176,6 +178,9 @@ pub struct TenantUsage {
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     pub name: String,
+    /// `TENANT/ENV` when this tenant is an environment of another (`kl env create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub spec: TenantSpec,
     pub usage: TenantUsage,
     pub created_at: DateTime<Utc>,

@@ -101,6 +101,9 @@ pub enum Action {
     ReadSecrets,
     /// Re-encrypt every secret under a new platform key.
     RotateSecretsKey,
+    /// Copy the whole platform (every tenant's rows, token hashes, sealed secrets, sources
+    /// and artifacts) to a backup location.
+    Backup,
     /// Create and delete a tenant's environments (shares of its quotas).
     ManageEnvironments,
 }
@@ -125,7 +128,11 @@ impl Action {
     fn is_platform(self) -> bool {
         matches!(
             self,
-            Action::ManageTenants | Action::ReadAllTenants | Action::ReadAudit | Action::RotateSecretsKey
+            Action::ManageTenants
+                | Action::ReadAllTenants
+                | Action::ReadAudit
+                | Action::RotateSecretsKey
+                | Action::Backup
         )
     }
 
@@ -148,6 +155,7 @@ impl Action {
             Action::ManageSecrets => "manage secrets",
             Action::ReadSecrets => "read secrets",
             Action::RotateSecretsKey => "rotate the secrets key",
+            Action::Backup => "take a backup",
             Action::ManageEnvironments => "manage environments",
         }
     }
@@ -269,6 +277,7 @@ mod tests {
             Action::ReadAllTenants,
             Action::ReadAudit,
             Action::RotateSecretsKey,
+            Action::Backup,
         ] {
             assert_eq!(authorize(Role::Admin, None, action, None), Decision::Allow);
             for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {

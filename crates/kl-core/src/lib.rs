@@ -34,7 +34,7 @@ pub use cost_report::{
     CapacitySpan, Dimension, Quantities, Report, ReportError, ReportRequest, ReportRow, report,
 };
 pub use environment::{EnvironmentError, EnvironmentSpec, environment_spec, environment_tenant};
-pub use launch::Launch;
+pub use launch::{Launch, relocated};
 pub use metering::{
     CgroupReading, InstanceMeter, Metered, Skipped, StorageMeter, StoredBytes, billed_ms, meter_build,
     meter_invocation,

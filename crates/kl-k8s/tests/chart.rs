@@ -263,27 +263,47 @@ fn the_server_pod_is_hardened_and_wired_to_its_backends() {
         .expect("a ConfigMap")
         .1;
     assert_eq!(config["data"]["KL_STORE"], "s3://acme-knative-lambda/prd");
+    assert_eq!(
+        config["data"]["KL_BACKUP_TO"],
+        "s3://acme-knative-lambda-backups/prd"
+    );
+    assert_eq!(config["data"]["KL_BACKUP_EVERY"], "1h");
     assert_eq!(config["data"]["KL_LISTEN"], "0.0.0.0:8080");
 }
 
-/// The metric families the gateway registers (`kl_` + the registered name).
-fn gateway_metrics() -> BTreeSet<String> {
-    let source = std::fs::read_to_string(repo().join("crates/kl-gateway/src/metrics.rs")).unwrap();
-    source
-        .split("registry.register(")
-        .skip(1)
-        .filter_map(|call| call.split('"').nth(1))
-        .map(|name| format!("kl_{name}"))
-        .collect()
+/// The metric families the server registers: each registry's prefix + the registered name.
+fn exported_metrics() -> BTreeSet<String> {
+    [
+        ("crates/kl-gateway/src/metrics.rs", "kl_"),
+        ("crates/kl-server/src/backup/metrics.rs", "kl_backup_"),
+        ("crates/kl-server/src/cost/metrics.rs", "kl_usage_"),
+    ]
+    .into_iter()
+    .flat_map(|(file, prefix)| {
+        let source = std::fs::read_to_string(repo().join(file)).unwrap();
+        source
+            .split("registry.register(")
+            .skip(1)
+            .filter_map(|call| call.split('"').nth(1))
+            .map(|name| format!("{prefix}{name}"))
+            .collect::<Vec<_>>()
+    })
+    .collect()
 }
 
 #[test]
-fn alerts_name_metrics_the_gateway_exports() {
+fn alerts_name_metrics_the_server_exports() {
     if !helm_available() {
         return;
     }
-    let exported = gateway_metrics();
-    assert!(exported.contains("kl_queued_requests"), "{exported:?}");
+    let exported = exported_metrics();
+    for family in [
+        "kl_queued_requests",
+        "kl_backup_interval_seconds",
+        "kl_usage_invocations",
+    ] {
+        assert!(exported.contains(family), "{exported:?}");
+    }
     let docs = documents(&render("values-prd.yaml"));
     let rule = &docs
         .iter()

@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kl_kube::LambdaFunction;
 use kl_kube::crd::crd_yaml;
 use kube::CustomResourceExt;
-use validate::{Outcome, validate_core};
+use validate::{Outcome, validate_core, validate_crds_script};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +81,8 @@ fn the_crd_passes_kubernetes_validate_strictly() {
     }
 }
 
-/// Runs `validate_against_crd.py` on `objects` (YAML texts); `Ok(None)` when skipped.
+/// Runs `validate_crds.py` with the CRD file on `objects` (YAML texts), so they are checked
+/// against the CRD's own schema; `Ok(None)` when skipped.
 fn validate_against_crd(objects: &[&str]) -> Result<Option<String>, String> {
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<PathBuf> = objects
@@ -93,9 +94,8 @@ fn validate_against_crd(objects: &[&str]) -> Result<Option<String>, String> {
             path
         })
         .collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/validate_against_crd.py");
     let output = Command::new("python3")
-        .arg(script)
+        .arg(validate_crds_script())
         .arg(deploy(CRD_FILE))
         .args(&files)
         .output()

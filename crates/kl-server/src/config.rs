@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub secrets_key: Option<SecretsKeyText>,
     /// Where functions are built and run.
     pub backend: Backend,
+    /// Scheduled backups (`--backup-to`); none by default.
+    pub backup: Option<crate::BackupSchedule>,
 }
 
 /// Where functions are built and run (DESIGN §1, builder and runtime seams).
@@ -187,6 +189,7 @@ impl ServerConfig {
             secret_limits: kl_core::SecretLimits::default(),
             secrets_key: None,
             backend: Backend::Local,
+            backup: None,
         }
     }
 }

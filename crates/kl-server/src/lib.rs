@@ -5,6 +5,7 @@
 //! Knative, `--backend kubernetes`).
 
 mod auth;
+pub mod backup;
 mod build_slots;
 mod cluster;
 mod config;
@@ -37,6 +38,7 @@ use kl_runtime::{LocalRuntime, LocalRuntimeConfig};
 use kl_store::{SqliteBroker, Store};
 use tokio::net::TcpListener;
 
+pub use backup::{BackupLocation, BackupSchedule, RestoreOptions, RestoreReport};
 use config::Layout;
 pub use config::{Backend, Bus, KubernetesConfig, MeteringConfig, SecretsKeyText, ServerConfig};
 pub use objects::Objects;
@@ -233,6 +235,8 @@ impl Server {
             events: events::Events::new(broker, triggers, store.clone()),
             metering: tokio::sync::Mutex::new(cost::Metering::load(&store).await?),
             cost_metrics: cost::CostMetrics::new(),
+            backup: tokio::sync::Mutex::new(()),
+            backup_metrics: backup::BackupMetrics::new(config.backup.as_ref().map(|b| b.every)),
             store,
             objects,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -276,12 +280,15 @@ impl Server {
         let state = self.state.clone();
         let app = router(state.clone());
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), state.shutdown.subscribe()));
-        let background = [
+        let mut background = vec![
             tokio::spawn(events::scheduler(state.clone())),
             tokio::spawn(events::sweeper(state.clone())),
             tokio::spawn(events::scaling(state.clone())),
             tokio::spawn(cost::run(Arc::downgrade(&state), state.config.metering.interval)),
         ];
+        if let Some(schedule) = state.config.backup.clone() {
+            background.push(tokio::spawn(backup::schedule(Arc::downgrade(&state), schedule)));
+        }
         tracing::info!(addr = %self.local_addr(), data_dir = %state.layout.root.display(), store = %state.config.objects, bus = ?bus_name(&state.config.bus), "kl server listening");
         let stopping = state.clone();
         let served = axum::serve(self.listener, app)
@@ -361,6 +368,7 @@ fn router(state: Arc<AppState>) -> Router {
             put(secrets::put).delete(secrets::delete),
         )
         .route("/v1/admin/rotate-secrets-key", post(secrets::rotate_key))
+        .route("/v1/admin/backups", post(backup::create))
         .route("/v1/events", post(events::ingest_own))
         .route(&format!("{tenant}/events"), post(events::ingest))
         .route(&format!("{tenant}/events/stream"), get(events::follow))
@@ -414,13 +422,14 @@ async fn metrics(
     state
         .authorize(&caller, kl_core::Action::ReadAllTenants, None)
         .await?;
-    // Two registries, one exposition: the data plane's without its `# EOF`, then usage.
-    let data_plane = state.gateway.metrics();
-    let text = data_plane
-        .strip_suffix("# EOF\n")
-        .unwrap_or(&data_plane)
-        .to_owned()
-        + &state.cost_metrics.encode();
+    // Three registries, one exposition: each without its `# EOF` but the last.
+    let [data_plane, backups, usage] = [
+        state.gateway.metrics(),
+        state.backup_metrics.encode(),
+        state.cost_metrics.encode(),
+    ];
+    let body = |text: &str| text.strip_suffix("# EOF\n").unwrap_or(text).to_owned();
+    let text = body(&data_plane) + &body(&backups) + &usage;
     Ok((
         [(
             http::header::CONTENT_TYPE,

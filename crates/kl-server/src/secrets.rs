@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use axum::Json;
 use axum::extract::{Path, State};
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use http::StatusCode;
 use kl_api::{KeyRotated, PutSecret, SecretList, SecretSet, SecretView};
 use kl_core::{Action, SecretUse, check_secret};
@@ -66,6 +67,13 @@ impl Vault {
             },
         )
     }
+}
+
+/// The ids of the keys `KL_SECRETS_KEY` (`env`) or an existing key file holds, for a restore
+/// to check before it writes anything.
+pub(crate) fn key_ids(env: Option<&str>, key_file: &std::path::Path) -> Result<Vec<String>, String> {
+    let (ring, _) = keyfile::load(env, key_file).map_err(|e| e.to_string())?;
+    Ok(ring.keys().iter().map(|k| k.id().to_owned()).collect())
 }
 
 /// Re-encrypts every value not sealed under the current key, then drops the older keys from
@@ -283,39 +291,60 @@ async fn roll(
     tenant: &str,
     name: &str,
 ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let outcomes: Vec<Result<String, String>> = futures_util::stream::iter(users(state, tenant, name).await?)
+        .map(|(function, serving)| roll_one(state, tenant, name, function, serving))
+        .buffer_unordered(ROLL_CONCURRENCY)
+        .try_collect()
+        .await?;
     let (mut rolled, mut failed) = (Vec::new(), Vec::new());
-    for (function, serving) in users(state, tenant, name).await? {
-        if let Err(refused) = crate::deploy::local_only(state, "restarting a function with the new secret") {
-            failed.push(format!("{function}: {}", refused.message));
-            continue;
-        }
-        let at = kl_store::RevisionAt {
-            tenant,
-            function: &function,
-        };
-        let copy = state.store.copy_revision(at, serving, at, None).await?;
-        let linked = crate::deploy::link_artifact(
-            state,
-            (tenant, &function, serving),
-            (tenant, &function, copy.number),
-        )
-        .await;
-        let served = match linked {
-            Ok(()) => crate::deploy::serve_revision(state, tenant, &function, Some(copy.number))
-                .await
-                .map(|changed| changed.serving)
-                .map_err(|e| e.message),
-            Err(e) => Err(e),
-        };
-        match served {
+    for outcome in outcomes {
+        match outcome {
             Ok(revision) => rolled.push(revision),
-            Err(error) => {
-                tracing::warn!(%tenant, %function, secret = %name, %error, "the rolled revision did not start; the old one keeps serving");
-                failed.push(format!("{function}: {error}"));
-            }
+            Err(failure) => failed.push(failure),
         }
     }
+    rolled.sort();
+    failed.sort();
     Ok((rolled, failed))
+}
+
+/// Functions rolled at once after a secret changes: each waits for its copy's readiness check.
+const ROLL_CONCURRENCY: usize = 4;
+
+/// Serves a copy of `function`'s serving revision; `Err` says why it did not start (the old
+/// one keeps serving).
+async fn roll_one(
+    state: &Arc<AppState>,
+    tenant: &str,
+    name: &str,
+    function: String,
+    serving: i64,
+) -> Result<Result<String, String>, ApiError> {
+    if let Err(refused) = crate::deploy::local_only(state, "restarting a function with the new secret") {
+        return Ok(Err(format!("{function}: {}", refused.message)));
+    }
+    let at = kl_store::RevisionAt {
+        tenant,
+        function: &function,
+    };
+    let copy = state.store.copy_revision(at, serving, at, None).await?;
+    let linked = crate::deploy::link_artifact(
+        state,
+        (tenant, &function, serving),
+        (tenant, &function, copy.number),
+    )
+    .await;
+    let served = match linked {
+        Ok(()) => crate::deploy::serve_revision(state, tenant, &function, Some(copy.number))
+            .await
+            .map(|changed| changed.serving)
+            .map_err(|e| e.message),
+        Err(e) => Err(e),
+    };
+    Ok(served.map_err(|error| {
+        tracing::warn!(%tenant, %function, secret = %name, %error, "the rolled revision did not start; the old one keeps serving");
+        format!("{function}: {error}")
+    }))
 }
 
 /// Refuses (422) a function that uses a secret, or a key of one, the tenant does not have.

@@ -42,6 +42,9 @@ pub(crate) struct AppState {
     pub cost_metrics: crate::cost::CostMetrics,
     /// The cluster functions run in (`--backend kubernetes`); `None` runs them here.
     pub cluster: Option<Cluster>,
+    /// One backup at a time.
+    pub backup: tokio::sync::Mutex<()>,
+    pub backup_metrics: crate::backup::BackupMetrics,
 }
 
 impl AppState {

@@ -30,10 +30,26 @@ async fn tenant_view(state: &AppState, t: TenantRecord) -> Result<TenantView, Ap
             builds: state.tenant_builds.running(&t.name),
             storage: ByteQuantity(state.store.stored_bytes(&t.name).await?),
         },
+        environment: environment_of(state, &t.name).await?,
         name: t.name,
         spec: t.spec,
         created_at: t.created_at,
     })
+}
+
+/// `TENANT/ENV` when `tenant` runs an environment of another tenant.
+async fn environment_of(state: &AppState, tenant: &str) -> Result<Option<String>, ApiError> {
+    let Some(owner) = state.store.environment_owner(tenant).await? else {
+        return Ok(None);
+    };
+    let env = state
+        .store
+        .environments(&owner)
+        .await?
+        .into_iter()
+        .find(|e| e.env_tenant == tenant)
+        .map(|e| e.name);
+    Ok(env.map(|name| format!("{owner}/{name}")))
 }
 
 /// `POST /v1/tenants`

@@ -13,6 +13,7 @@ mod queue;
 mod records;
 mod revision_copy;
 mod secrets;
+mod snapshot;
 mod triggers;
 
 use std::path::Path;
@@ -37,6 +38,7 @@ pub use records::{
 };
 pub use revision_copy::RevisionAt;
 pub use secrets::{SealedValue, SecretRecord, StoredValue};
+pub use snapshot::{Snapshot, TableRows, Value, snapshot_tables};
 pub use triggers::TriggerRecord;
 
 /// What can go wrong talking to the store.

@@ -55,6 +55,11 @@ macro_rules! migrations {
 const SQLITE: &[(i64, &str, &str)] = migrations!("sqlite");
 const POSTGRES: &[(i64, &str, &str)] = migrations!("postgres");
 
+/// The newest migration this binary carries (the same on both backends).
+pub(crate) fn latest() -> i64 {
+    SQLITE.last().map_or(0, |(version, _, _)| *version)
+}
+
 pub(crate) fn migrator(backend: Backend) -> Migrator {
     let migrations = match backend {
         Backend::Sqlite => SQLITE,

@@ -2,8 +2,6 @@
 //! (`postgres://user:password@host:port`, a role that may create databases): one database per
 //! test, so tests run in parallel and again without meeting each other's rows.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
@@ -29,7 +27,7 @@ impl FreshDatabase {
             &format!("the PostgreSQL variant of {what}"),
             "postgres://kl:kl@127.0.0.1:5432",
         )?;
-        let name = unique_name();
+        let name = crate::unique("kl_test_");
         let admin_url = with_database(&base, "postgres");
         // A locale collation (ICU en-US: 'a' < 'B'), as a production database may have, so
         // tests show the store's ordering does not depend on the database's default.
@@ -62,25 +60,11 @@ async fn admin(url: &str, sql: String) {
     let mut conn = PgConnection::connect(url)
         .await
         .unwrap_or_else(|e| panic!("connect to the test PostgreSQL at {url}: {e}"));
-    // The name is ours (`unique_name`): nothing to inject.
+    // The name is ours (`crate::unique`): nothing to inject.
     conn.execute(AssertSqlSafe(sql.clone()))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let _ = conn.close().await;
-}
-
-/// `kl_test_<pid>_<nanos>_<n>`: unique across parallel tests and test processes.
-fn unique_name() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "kl_test_{}_{nanos}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// `url` with its database (path) replaced by `database`, keeping any query.

@@ -142,6 +142,16 @@ pub struct ServerArgs {
     /// must exist), instead of the SQLite file in the data dir.
     #[arg(long, env = "KL_DB", hide_env_values = true)]
     pub db: Option<String>,
+    /// Take a backup every --backup-every to this location: `s3://BUCKET[/PREFIX]` or an
+    /// absolute folder (best on another disk). No scheduled backups without it.
+    #[arg(long = "backup-to", env = "KL_BACKUP_TO")]
+    pub backup_to: Option<String>,
+    /// How often scheduled backups run: at most this much recent data is lost with the disk.
+    #[arg(long = "backup-every", env = "KL_BACKUP_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub backup_every: std::time::Duration,
+    /// How many scheduled snapshots to keep (older ones and blobs only they use are deleted).
+    #[arg(long = "backup-keep", env = "KL_BACKUP_KEEP", default_value_t = 24)]
+    pub backup_keep: usize,
     /// Prefix of the RabbitMQ exchanges and queues, so platforms can share a vhost.
     #[arg(long = "bus-prefix", env = "KL_BUS_PREFIX", default_value = "kl")]
     pub bus_prefix: String,
@@ -438,6 +448,41 @@ pub struct SecretRmArgs {
 pub enum AdminCommand {
     /// Make a new secrets key current and re-encrypt every secret under it.
     RotateKey(OutputArgs),
+    /// Snapshot the whole platform while it serves: metadata, objects, built artifacts.
+    Backup(BackupArgs),
+    /// Rebuild a platform from a backup onto a fresh data dir (or database), before
+    /// starting its server. Runs here, not through the server.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// `s3://BUCKET[/PREFIX]` (the server's AWS_* settings reach it), or a folder on the
+    /// server's machine (a relative one is taken from here).
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup location: a folder, or `s3://BUCKET[/PREFIX]` (AWS_* settings).
+    #[arg(long)]
+    pub from: String,
+    /// The snapshot to restore (default: the newest complete one).
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Restore the metadata into this PostgreSQL database (empty), not the data dir's SQLite.
+    #[arg(long, env = "KL_DB", hide_env_values = true)]
+    pub db: Option<String>,
+    /// Restore objects into this S3 location, not the data dir.
+    #[arg(long, env = "KL_STORE")]
+    pub store: Option<String>,
+    /// The build cache the restored server will use (its --cache-dir), where dependency
+    /// layers go; DATA_DIR/cache without it.
+    #[arg(long = "cache-dir", env = "KL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

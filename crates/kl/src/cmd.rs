@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod backup;
 pub mod cost;
 pub mod deploy;
 pub mod env;

@@ -9,7 +9,7 @@ mod pack;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AccessCommand, AdminCommand, Cli, Command};
 use crate::client::ApiFailure;
 
 fn main() {
@@ -40,6 +40,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => cmd::server::server(args, cli.conn.data_dir).await,
         Command::Quickstart(args) => cmd::server::quickstart(args, cli.conn.data_dir).await,
         Command::Operator(args) => cmd::k8s::operator(args).await,
+        Command::Access(AccessCommand::Admin(AdminCommand::Restore(args))) => {
+            cmd::backup::restore(args, cli.conn.data_dir).await
+        }
         command => {
             let client = client::Client::from_conn(&cli.conn)?;
             match command {

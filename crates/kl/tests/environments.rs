@@ -9,21 +9,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Reply, Server, fixture, stdout, text};
 
-async fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
-    stdout(&out)
-}
-
-async fn fails(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
-    text(&out)
-}
-
 async fn describe(server: &Server, tenant: &str, function: &str) -> Value {
-    serde_json::from_str(&ok(server, &["describe", function, "--tenant", tenant, "-o", "json"]).await)
-        .unwrap()
+    serde_json::from_str(
+        &server
+            .kl_ok(&["describe", function, "--tenant", tenant, "-o", "json"])
+            .await,
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -35,15 +27,12 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             json!({"quotas": {"functions": 10, "cpu": "20", "memory": "40Gi"}, "priority": "medium"}),
         )
         .await;
-    let made = ok(
-        &server,
-        &["env", "create", "dev", "--share", "20", "--tenant", "acme"],
-    )
-    .await;
+    let made = server
+        .kl_ok(&["env", "create", "dev", "--share", "20", "--tenant", "acme"])
+        .await;
     assert!(made.contains("runs as tenant acme-dev"), "{made}");
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "env",
             "create",
             "prod",
@@ -53,27 +42,21 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             "low",
             "--tenant",
             "acme",
-        ],
-    )
-    .await;
-    let over = fails(
-        &server,
-        &["env", "create", "staging", "--share", "31", "--tenant", "acme"],
-    )
-    .await;
+        ])
+        .await;
+    let over = server
+        .kl_fails(&["env", "create", "staging", "--share", "31", "--tenant", "acme"])
+        .await;
     assert!(
         over.contains("50% more") || over.contains("exceed 100%"),
         "{over}"
     );
-    let zero = fails(
-        &server,
-        &["env", "create", "qa", "--share", "0", "--tenant", "acme"],
-    )
-    .await;
+    let zero = server
+        .kl_fails(&["env", "create", "qa", "--share", "0", "--tenant", "acme"])
+        .await;
     assert!(zero.contains("out of range"), "{zero}");
-    let above = fails(
-        &server,
-        &[
+    let above = server
+        .kl_fails(&[
             "env",
             "create",
             "qa",
@@ -83,17 +66,14 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             "high",
             "--tenant",
             "acme",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(above.contains("high"), "{above}");
-    let bad = fails(
-        &server,
-        &["env", "create", "Prod_1", "--share", "5", "--tenant", "acme"],
-    )
-    .await;
+    let bad = server
+        .kl_fails(&["env", "create", "Prod_1", "--share", "5", "--tenant", "acme"])
+        .await;
     assert!(bad.contains("environment name \"Prod_1\" is invalid"), "{bad}");
-    let ls = ok(&server, &["env", "ls", "--tenant", "acme"]).await;
+    let ls = server.kl_ok(&["env", "ls", "--tenant", "acme"]).await;
     assert!(
         ls.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["dev", "20%", "medium", "acme-dev", "0"]),
@@ -104,13 +84,16 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["prod", "50%", "low", "acme-prod", "0"]),
         "{ls}"
     );
+    let tenants = server.kl_ok(&["tenant", "ls"]).await;
+    assert!(
+        tenants.lines().any(|l| l.starts_with("acme-prod (acme/prod) ")),
+        "environment tenants say whose they are: {tenants}"
+    );
 
     // dev holds 20 % of 10 functions: two. A tenant developer deploys there.
-    let developer = ok(
-        &server,
-        &["token", "create", "--role", "developer", "--tenant", "acme", "-q"],
-    )
-    .await;
+    let developer = server
+        .kl_ok(&["token", "create", "--role", "developer", "--tenant", "acme", "-q"])
+        .await;
     let developer = developer.trim();
     let source = fixture("py-events");
     let source = source.to_str().unwrap();
@@ -132,18 +115,15 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             .await;
         assert!(out.status.success(), "{}", text(&out));
     }
-    let direct = fails(
-        &server,
-        &["deploy", source, "--name", "three", "--tenant", "acme"],
-    )
-    .await;
+    let direct = server
+        .kl_fails(&["deploy", source, "--name", "three", "--tenant", "acme"])
+        .await;
     assert!(
         direct.contains("has environments: deploy to one of them"),
         "{direct}"
     );
-    let third = fails(
-        &server,
-        &[
+    let third = server
+        .kl_fails(&[
             "deploy",
             source,
             "--name",
@@ -152,16 +132,14 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             "acme",
             "--env-name",
             "dev",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         third.contains("tenant \"acme-dev\" is at its functions quota (2 of 2 in use"),
         "{third}"
     );
-    let other = ok(
-        &server,
-        &[
+    let other = server
+        .kl_ok(&[
             "token",
             "create",
             "--role",
@@ -169,9 +147,8 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
             "--tenant",
             "default",
             "-q",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let outsider = server
         .kl_as(
             other.trim(),
@@ -238,31 +215,29 @@ async fn environments_take_shares_of_the_quota_and_promote_keeps_the_artifact_wi
         reply.text()
     );
 
-    let missing = fails(
-        &server,
-        &[
+    let missing = server
+        .kl_fails(&[
             "promote", "two", "--from", "prod", "--to", "dev", "--tenant", "acme",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(missing.contains("not found"), "{missing}");
-    let in_use = fails(&server, &["env", "rm", "prod", "--tenant", "acme"]).await;
+    let in_use = server.kl_fails(&["env", "rm", "prod", "--tenant", "acme"]).await;
     assert!(in_use.contains("still has 1 function(s)"), "{in_use}");
-    let env_rm = fails(&server, &["tenant", "rm", "acme-dev"]).await;
+    let env_rm = server.kl_fails(&["tenant", "rm", "acme-dev"]).await;
     assert!(
         env_rm.contains("is an environment of tenant \"acme\""),
         "{env_rm}"
     );
-    let tenant_rm = fails(&server, &["tenant", "rm", "acme"]).await;
+    let tenant_rm = server.kl_fails(&["tenant", "rm", "acme"]).await;
     assert!(
         tenant_rm.contains("still has environment(s) dev, prod"),
         "{tenant_rm}"
     );
-    ok(&server, &["rm", "one", "--tenant", "acme-prod"]).await;
+    server.kl_ok(&["rm", "one", "--tenant", "acme-prod"]).await;
     assert_eq!(
-        ok(&server, &["env", "rm", "prod", "--tenant", "acme"]).await,
+        server.kl_ok(&["env", "rm", "prod", "--tenant", "acme"]).await,
         "deleted environment prod\n"
     );
-    let ls = ok(&server, &["env", "ls", "--tenant", "acme"]).await;
+    let ls = server.kl_ok(&["env", "ls", "--tenant", "acme"]).await;
     assert!(!ls.contains("prod"), "{ls}");
 }

@@ -61,13 +61,6 @@ async fn start(bus: &Bus) -> Server {
     Server::start_with(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await
 }
 
-/// A `kl` run that must succeed; its stdout.
-async fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
-    stdout(&out)
-}
-
 /// The `py-events` fixture deployed as `name`.
 async fn deploy(server: &Server, name: &str, flags: &[&str]) {
     let mut args = vec!["--name", name];
@@ -77,7 +70,7 @@ async fn deploy(server: &Server, name: &str, flags: &[&str]) {
 
 /// Every request `function` logged, oldest first.
 async fn received(server: &Server, function: &str) -> Vec<Value> {
-    let log = ok(server, &["logs", function, "--tail", "1000000"]).await;
+    let log = server.kl_ok(&["logs", function, "--tail", "1000000"]).await;
     log.lines()
         .filter_map(|l| l.split_once(" EVENT "))
         .map(|(_, record)| serde_json::from_str(record).unwrap_or_else(|e| panic!("{e}: {record}")))
@@ -150,9 +143,8 @@ fn assert_accepted(reply: &Reply, accepted: usize, duplicates: usize) {
 async fn events_in_every_mode_reach_functions_in_binary_mode(bus: Bus) {
     let server = start(&bus).await;
     deploy(&server, "echo", &[]).await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "examples",
@@ -160,9 +152,8 @@ async fn events_in_every_mode_reach_functions_in_binary_mode(bus: Bus) {
             "echo",
             "--filter",
             "type=prefix:com.example.",
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     let mut headers = binary("bin-1", "com.example.binary");
     headers.extend([
@@ -185,9 +176,8 @@ async fn events_in_every_mode_reach_functions_in_binary_mode(bus: Bus) {
     ]);
     let ct = [("content-type", "application/cloudevents-batch+json")];
     assert_accepted(&post(&server, &ct, batch.to_string()).await, 2, 0);
-    let out = ok(
-        &server,
-        &[
+    let out = server
+        .kl_ok(&[
             "events",
             "send",
             "--type",
@@ -198,9 +188,8 @@ async fn events_in_every_mode_reach_functions_in_binary_mode(bus: Bus) {
             "{\"via\": \"cli\"}",
             "--ext",
             "region=us",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(out, "cli-1 accepted\n");
 
     let records = wait_ids(&server, "echo", &["bin-1", "str-1", "bat-1", "bat-2", "cli-1"]).await;
@@ -240,9 +229,8 @@ async fn events_in_every_mode_reach_functions_in_binary_mode(bus: Bus) {
 async fn refused_events_name_the_attribute_and_queue_nothing(bus: Bus) {
     let server = start(&bus).await;
     deploy(&server, "echo", &[]).await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "everything",
@@ -250,9 +238,8 @@ async fn refused_events_name_the_attribute_and_queue_nothing(bus: Bus) {
             "echo",
             "--filter",
             "source=/tests",
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     let refused = |reply: Reply, status: u16, code: &str, mentions: &[&str]| {
         assert_eq!(reply.status, status, "{}", reply.text());
@@ -336,9 +323,8 @@ async fn refused_events_name_the_attribute_and_queue_nothing(bus: Bus) {
 async fn a_repeated_source_and_id_is_delivered_once(bus: Bus) {
     let server = start(&bus).await;
     deploy(&server, "echo", &[]).await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "dups",
@@ -346,15 +332,13 @@ async fn a_repeated_source_and_id_is_delivered_once(bus: Bus) {
             "echo",
             "--filter",
             "type=com.example.dup",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let event = binary("dup-1", "com.example.dup");
     assert_accepted(&post(&server, &event, "").await, 1, 0);
     assert_accepted(&post(&server, &event, "").await, 0, 1);
-    let out = ok(
-        &server,
-        &[
+    let out = server
+        .kl_ok(&[
             "events",
             "send",
             "--type",
@@ -363,9 +347,8 @@ async fn a_repeated_source_and_id_is_delivered_once(bus: Bus) {
             "/tests",
             "--id",
             "dup-1",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(out.contains("duplicate"), "{out}");
     // The same id from another source is another event.
     let mut other = binary("dup-1", "com.example.dup");
@@ -430,9 +413,9 @@ async fn filters_select_the_triggers_that_match(bus: Bus) {
         if *name == "ext" {
             args.extend(["--filter", "type=prefix:com.acme."]);
         }
-        ok(&server, &args).await;
+        server.kl_ok(&args).await;
     }
-    let listed = ok(&server, &["trigger", "ls"]).await;
+    let listed = server.kl_ok(&["trigger", "ls"]).await;
     assert!(
         listed.contains("region=eu-west-1 type=prefix:com.acme."),
         "{listed}"
@@ -511,9 +494,8 @@ async fn failures_are_retried_then_dead_lettered_and_replayed_once(bus: Bus) {
     let server = start(&bus).await;
     deploy(&server, "failing", &["--env", "MODE=fail"]).await;
     deploy(&server, "echo", &[]).await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "orders",
@@ -527,14 +509,13 @@ async fn failures_are_retried_then_dead_lettered_and_replayed_once(bus: Bus) {
             "300ms",
             "--dead-letter",
             "echo",
-        ],
-    )
-    .await;
+        ])
+        .await;
     send(&server, &binary("order-1", "com.example.order"), "").await;
 
     let letter = wait_for("the event to be dead-lettered", PATIENCE, || async {
         let list: Value =
-            serde_json::from_str(&ok(&server, &["events", "dlq", "ls", "-o", "json"]).await).unwrap();
+            serde_json::from_str(&server.kl_ok(&["events", "dlq", "ls", "-o", "json"]).await).unwrap();
         list["deadLetters"].as_array().and_then(|l| l.first().cloned())
     })
     .await;
@@ -560,14 +541,14 @@ async fn failures_are_retried_then_dead_lettered_and_replayed_once(bus: Bus) {
             "a backoff of at least backoffDelay (300 ms) between attempts: {gap} s"
         );
     }
-    let table = ok(&server, &["events", "dlq", "ls"]).await;
+    let table = server.kl_ok(&["events", "dlq", "ls"]).await;
     assert!(
         table.contains("trigger:orders") && table.contains("com.example.order"),
         "{table}"
     );
     let letter_id = letter["id"].as_str().unwrap();
     let shown: Value =
-        serde_json::from_str(&ok(&server, &["events", "dlq", "show", letter_id]).await).unwrap();
+        serde_json::from_str(&server.kl_ok(&["events", "dlq", "show", letter_id]).await).unwrap();
     assert_eq!(shown["event"]["id"], "order-1");
     // The trigger's dead-letter sink got a copy, marked with where it failed to go.
     let copies = wait_ids(&server, "echo", &["order-1"]).await;
@@ -576,16 +557,16 @@ async fn failures_are_retried_then_dead_lettered_and_replayed_once(bus: Bus) {
     // Fixed declaratively: the trigger now goes to echo. The replay goes there, once.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("trigger.yaml");
-    let exported = ok(&server, &["export", "trigger", "orders"]).await;
+    let exported = server.kl_ok(&["export", "trigger", "orders"]).await;
     std::fs::write(&file, exported.replace("function: failing", "function: echo")).unwrap();
-    let applied = ok(&server, &["apply", "-f", file.to_str().unwrap()]).await;
+    let applied = server.kl_ok(&["apply", "-f", file.to_str().unwrap()]).await;
     assert_eq!(applied, "trigger/orders configured\n  function: failing → echo\n");
     assert_eq!(
-        ok(&server, &["apply", "-f", file.to_str().unwrap()]).await,
+        server.kl_ok(&["apply", "-f", file.to_str().unwrap()]).await,
         "trigger/orders unchanged\n"
     );
     assert_eq!(
-        ok(&server, &["events", "dlq", "replay", letter_id]).await,
+        server.kl_ok(&["events", "dlq", "replay", letter_id]).await,
         format!("replayed {letter_id}\n")
     );
     let again = server.kl(&["events", "dlq", "replay", letter_id]).await;
@@ -606,16 +587,15 @@ async fn failures_are_retried_then_dead_lettered_and_replayed_once(bus: Bus) {
         "the replay is delivered exactly once: {records:?}"
     );
     let empty: Value =
-        serde_json::from_str(&ok(&server, &["events", "dlq", "ls", "-o", "json"]).await).unwrap();
+        serde_json::from_str(&server.kl_ok(&["events", "dlq", "ls", "-o", "json"]).await).unwrap();
     assert_eq!(empty["deadLetters"], json!([]));
 }
 
 async fn a_schedule_trigger_pings_its_function(bus: Bus) {
     let server = start(&bus).await;
     deploy(&server, "echo", &[]).await;
-    let out = ok(
-        &server,
-        &[
+    let out = server
+        .kl_ok(&[
             "trigger",
             "create",
             "tick",
@@ -625,11 +605,10 @@ async fn a_schedule_trigger_pings_its_function(bus: Bus) {
             "* * * * *",
             "--data",
             "{\"tick\": true}",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(out.starts_with("trigger/tick created\n  next fire: "), "{out}");
-    let described = ok(&server, &["trigger", "describe", "tick"]).await;
+    let described = server.kl_ok(&["trigger", "describe", "tick"]).await;
     assert!(described.contains("schedule * * * * *"), "{described}");
     // A real minute schedule: the first fire is at most 60 s away.
     let ping = wait_for("a ping within 70 s", Duration::from_secs(70), || async {
@@ -649,7 +628,7 @@ async fn a_schedule_trigger_pings_its_function(bus: Bus) {
 }
 
 async fn invocation(server: &Server, id: &str) -> Value {
-    serde_json::from_str(&ok(server, &["invocation", "get", id, "-o", "json"]).await).unwrap()
+    serde_json::from_str(&server.kl_ok(&["invocation", "get", id, "-o", "json"]).await).unwrap()
 }
 
 async fn wait_finished(server: &Server, id: &str) -> Value {
@@ -665,9 +644,8 @@ async fn async_invocations_report_their_outcome_as_events(bus: Bus) {
     deploy(&server, "echo", &[]).await;
     deploy(&server, "failing", &["--env", "MODE=fail"]).await;
     deploy(&server, "replies", &[]).await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "on-success",
@@ -675,9 +653,8 @@ async fn async_invocations_report_their_outcome_as_events(bus: Bus) {
             "replies",
             "--filter",
             "type=io.knative.lambda.response.success",
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // Over HTTP: 202, an id and where to look.
     let response = server
@@ -701,7 +678,7 @@ async fn async_invocations_report_their_outcome_as_events(bus: Bus) {
     assert_eq!(done["statusCode"], 200);
     assert_eq!(done["result"]["data"], json!({"n": 1}));
     assert_eq!(done["correlationId"], "corr-42");
-    let shown = ok(&server, &["invocation", "get", &id]).await;
+    let shown = server.kl_ok(&["invocation", "get", &id]).await;
     assert!(shown.contains("Status:     succeeded"), "{shown}");
 
     // Through the CLI, with a destination.
@@ -818,17 +795,15 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
         ],
     )
     .await;
-    let key = ok(
-        &server,
-        &[
+    let key = server
+        .kl_ok(&[
             "events",
             "upload",
             fixture("py-events").to_str().unwrap(),
             "--name",
             "built.tar.gz",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(key, "uploads/default/built.tar.gz\n");
     let build = |version: &str| {
         json!({"functionName": "built", "source": "uploads/default/built.tar.gz",
@@ -838,18 +813,16 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
     let start_build = |data: String| {
         let server = &server;
         async move {
-            ok(
-                server,
-                &[
+            server
+                .kl_ok(&[
                     "events",
                     "send",
                     "--type",
                     "io.knative.lambda.command.build.start",
                     "--data",
                     &data,
-                ],
-            )
-            .await
+                ])
+                .await
         }
     };
     start_build(build("1")).await;
@@ -865,18 +838,16 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
     start_build(build("2")).await;
     let ready = tail.next_of("io.knative.lambda.lifecycle.function.ready").await;
     assert_eq!(ready["data"]["revision"], "built-00002");
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "events",
             "send",
             "--type",
             "io.knative.lambda.command.function.rollback",
             "--subject",
             "default/built",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let updated = tail.next_of("io.knative.lambda.lifecycle.function.updated").await;
     assert_eq!(
         updated["data"],
@@ -887,7 +858,7 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
         "built-00001"
     );
     assert_eq!(
-        ok(&server, &["rollback", "built", "--to", "2"]).await,
+        server.kl_ok(&["rollback", "built", "--to", "2"]).await,
         "built serves built-00002 (was built-00001)\n"
     );
 
@@ -909,11 +880,9 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
             .await;
         assert!(text(&refused).contains(code), "{source}: {}", text(&refused));
     }
-    let viewer = ok(
-        &server,
-        &["token", "create", "--role", "viewer", "--tenant", "default", "-q"],
-    )
-    .await;
+    let viewer = server
+        .kl_ok(&["token", "create", "--role", "viewer", "--tenant", "default", "-q"])
+        .await;
     let refused = server
         .kl_as(
             viewer.trim(),
@@ -929,18 +898,16 @@ async fn command_events_build_roll_back_and_delete(bus: Bus) {
         .await;
     assert!(text(&refused).contains("Forbidden"), "{}", text(&refused));
 
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "events",
             "send",
             "--type",
             "io.knative.lambda.command.service.delete",
             "--subject",
             "default/built",
-        ],
-    )
-    .await;
+        ])
+        .await;
     tail.next_of("io.knative.lambda.lifecycle.function.deleted").await;
     let gone = server.kl(&["describe", "built"]).await;
     assert!(text(&gone).contains("NotFound"), "{}", text(&gone));
@@ -956,9 +923,8 @@ async fn accepted_events_survive_a_sigkill_during_delivery(bus: Bus) {
         &["--env", "MODE=slow", "--env", "SLEEP_MS=100", "--max-scale", "1"],
     )
     .await;
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "trigger",
             "create",
             "durable",
@@ -966,9 +932,8 @@ async fn accepted_events_survive_a_sigkill_during_delivery(bus: Bus) {
             "slow",
             "--filter",
             "type=com.example.durable",
-        ],
-    )
-    .await;
+        ])
+        .await;
 
     // Published while delivery runs; every 202 is an event that must arrive.
     let mut accepted = Vec::new();

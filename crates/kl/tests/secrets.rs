@@ -13,24 +13,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Reply, Server, fixture, stdout, text, unique, wait_for};
+use support::{Reply, Server, fixture, text, wait_for};
 
 fn sha(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// A `kl` run that must succeed; its stdout.
-async fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
-    stdout(&out)
-}
-
-/// A `kl` run that must fail; its stdout and stderr.
-async fn fails(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
-    text(&out)
 }
 
 async fn put_secret(server: &Server, token: Option<&str>, name: &str, body: Value) -> Reply {
@@ -54,16 +40,18 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
     std::fs::write(&file, "-----BEGIN-----\nabc\n").unwrap();
     let from_file = format!("CERT={}", file.display());
 
-    let set = ok(
-        &server,
-        &["secret", "set", "db", "USER=app", "PASSWORD=s3cr3t-value"],
-    )
-    .await;
+    let set = server
+        .kl_ok(&["secret", "set", "db", "USER=app", "PASSWORD=s3cr3t-value"])
+        .await;
     assert_eq!(set, "secret db version 1 (2 keys)\n");
-    ok(&server, &["secret", "set", "tls", "--from-file", &from_file]).await;
-    let again = ok(&server, &["secret", "set", "db", "PASSWORD=other-value"]).await;
+    server
+        .kl_ok(&["secret", "set", "tls", "--from-file", &from_file])
+        .await;
+    let again = server
+        .kl_ok(&["secret", "set", "db", "PASSWORD=other-value"])
+        .await;
     assert_eq!(again, "secret db version 2 (1 key)\n", "a set replaces every key");
-    let ls = ok(&server, &["secret", "ls"]).await;
+    let ls = server.kl_ok(&["secret", "ls"]).await;
     assert!(ls.starts_with("NAME"), "{ls}");
     assert!(
         ls.lines()
@@ -74,7 +62,7 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
         ls.lines().any(|l| l.starts_with("tls") && l.contains("CERT")),
         "{ls}"
     );
-    let listed: Value = serde_json::from_str(&ok(&server, &["secret", "ls", "-o", "json"]).await).unwrap();
+    let listed: Value = serde_json::from_str(&server.kl_ok(&["secret", "ls", "-o", "json"]).await).unwrap();
     assert_eq!(listed["secrets"][0]["keys"], json!(["PASSWORD"]));
     for shown in [&ls, &listed.to_string()] {
         assert!(
@@ -84,14 +72,14 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
     }
 
     assert_eq!(
-        ok(&server, &["secret", "rm", "tls"]).await,
+        server.kl_ok(&["secret", "rm", "tls"]).await,
         "deleted secret tls\n"
     );
-    let gone = fails(&server, &["secret", "rm", "tls"]).await;
+    let gone = server.kl_fails(&["secret", "rm", "tls"]).await;
     assert!(gone.contains("not found"), "{gone}");
 
     // Bad input: a 4xx naming the problem, never the value, and nothing stored.
-    let planted = format!("planted-{}", unique());
+    let planted = kl_testkit::unique("planted-");
     for (name, body, status, says) in [
         (
             "db",
@@ -140,12 +128,12 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
             reply.text()
         );
     }
-    let listed: Value = serde_json::from_str(&ok(&server, &["secret", "ls", "-o", "json"]).await).unwrap();
+    let listed: Value = serde_json::from_str(&server.kl_ok(&["secret", "ls", "-o", "json"]).await).unwrap();
     assert_eq!(
         listed["secrets"][0]["version"], 2,
         "refusals stored nothing: {listed}"
     );
-    let no_equals = fails(&server, &["secret", "set", "db", &planted]).await;
+    let no_equals = server.kl_fails(&["secret", "set", "db", &planted]).await;
     assert!(
         no_equals.contains("no '='") && !no_equals.contains(&planted),
         "{no_equals}"
@@ -188,11 +176,9 @@ async fn secrets_are_set_listed_and_deleted_and_bad_input_is_refused() {
 async fn env_file_and_roll(isolation: &str) {
     let server = Server::start_with(&["--isolation", isolation]).await;
     let name = format!("sec-{isolation}");
-    ok(
-        &server,
-        &["secret", "set", "db", "PASSWORD=first-value", "USER=app"],
-    )
-    .await;
+    server
+        .kl_ok(&["secret", "set", "db", "PASSWORD=first-value", "USER=app"])
+        .await;
     server.deploy(&fixture("py-secrets"), &["--name", &name]).await;
     let seen = call(&server, &name).await;
     assert_eq!(seen["env"], sha("first-value"), "{seen}");
@@ -203,11 +189,9 @@ async fn env_file_and_roll(isolation: &str) {
         assert_eq!(seen["writable"], false, "the mount is read-only: {seen}");
     }
 
-    let set = ok(
-        &server,
-        &["secret", "set", "db", "PASSWORD=second-value", "USER=app"],
-    )
-    .await;
+    let set = server
+        .kl_ok(&["secret", "set", "db", "PASSWORD=second-value", "USER=app"])
+        .await;
     assert!(set.contains(&format!("rolled {name}-00002")), "{set}");
     let seen = call(&server, &name).await;
     assert_eq!(
@@ -217,7 +201,7 @@ async fn env_file_and_roll(isolation: &str) {
     );
     assert_eq!(seen["file"], sha("second-value"), "{seen}");
     let described: Value =
-        serde_json::from_str(&ok(&server, &["describe", &name, "-o", "json"]).await).unwrap();
+        serde_json::from_str(&server.kl_ok(&["describe", &name, "-o", "json"]).await).unwrap();
     let revisions = described["revisions"].as_array().expect("revisions");
     let digests: Vec<&Value> = revisions.iter().map(|r| &r["digest"]).collect();
     assert_eq!(revisions.len(), 2, "{described}");
@@ -226,7 +210,7 @@ async fn env_file_and_roll(isolation: &str) {
         "the roll reuses the artifact: {described}"
     );
 
-    let in_use = fails(&server, &["secret", "rm", "db"]).await;
+    let in_use = server.kl_fails(&["secret", "rm", "db"]).await;
     assert!(
         in_use.contains(&format!("used by function(s) {name}")),
         "{in_use}"
@@ -246,47 +230,41 @@ async fn an_unisolated_function_reads_its_secret_from_a_private_folder_and_a_cha
 #[tokio::test]
 async fn deploying_a_function_that_names_a_missing_secret_or_key_fails_clearly() {
     let server = Server::start_with(&["--isolation", "none"]).await;
-    let missing = fails(
-        &server,
-        &[
+    let missing = server
+        .kl_fails(&[
             "deploy",
             fixture("py-secrets").to_str().unwrap(),
             "--name",
             "nosec",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         missing.contains("uses secret \"db\", which tenant \"default\" does not have"),
         "{missing}"
     );
-    ok(&server, &["secret", "set", "db", "USER=app"]).await;
-    let no_key = fails(
-        &server,
-        &[
+    server.kl_ok(&["secret", "set", "db", "USER=app"]).await;
+    let no_key = server
+        .kl_fails(&[
             "deploy",
             fixture("py-secrets").to_str().unwrap(),
             "--name",
             "nosec",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         no_key.contains("secret \"db\" has no key \"PASSWORD\""),
         "{no_key}"
     );
-    let bad_ref = fails(
-        &server,
-        &[
+    let bad_ref = server
+        .kl_fails(&[
             "deploy",
             fixture("py-events").to_str().unwrap(),
             "--secret-env",
             "X=nodot",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(bad_ref.contains("use NAME.KEY"), "{bad_ref}");
-    let functions = ok(&server, &["ls"]).await;
+    let functions = server.kl_ok(&["ls"]).await;
     assert!(
         !functions.contains("nosec"),
         "a refused deploy creates nothing: {functions}"
@@ -299,13 +277,11 @@ async fn only_members_who_deploy_may_set_secrets_and_nobody_reads_values() {
     let token = |role: &'static str| {
         let server = &server;
         async move {
-            ok(
-                server,
-                &["token", "create", "--role", role, "--tenant", "default", "-q"],
-            )
-            .await
-            .trim()
-            .to_owned()
+            server
+                .kl_ok(&["token", "create", "--role", role, "--tenant", "default", "-q"])
+                .await
+                .trim()
+                .to_owned()
         }
     };
     let (viewer, developer) = (token("viewer").await, token("developer").await);
@@ -395,7 +371,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn a_planted_secret_appears_in_no_log_event_response_or_stored_byte() {
     let mut server = Server::start().await;
-    let planted = format!("PLANTED{}", unique());
+    let planted = kl_testkit::unique("PLANTED");
     let events = Arc::new(Mutex::new(Vec::<u8>::new()));
     let stream = server
         .req(Method::GET, "/v1/tenants/default/events/stream")

@@ -23,20 +23,6 @@ fn has_line(output: &str, want: &str) -> bool {
         .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == want)
 }
 
-/// A `kl` run that must succeed; its stdout.
-async fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
-    stdout(&out)
-}
-
-/// A `kl` run that must fail; its stderr.
-async fn fails(server: &Server, args: &[&str]) -> String {
-    let out = server.kl(args).await;
-    assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
-    stderr(&out)
-}
-
 async fn tenant_spec(server: &Server, name: &str) -> Value {
     let reply = Reply::read(
         server
@@ -58,14 +44,16 @@ fn hello() -> std::path::PathBuf {
 async fn tenant_lifecycle_through_the_cli() {
     let server = Server::start().await;
 
-    let created = ok(&server, &["tenant", "create", "acme", "--functions", "5"]).await;
+    let created = server
+        .kl_ok(&["tenant", "create", "acme", "--functions", "5"])
+        .await;
     assert_eq!(created, "tenant/acme created\n  quotas.functions: 5\n");
-    let again = fails(&server, &["tenant", "create", "acme"]).await;
+    let again = server.kl_fails(&["tenant", "create", "acme"]).await;
     assert!(again.contains("already exists"), "{again}");
-    let bad = fails(&server, &["tenant", "create", "Not_A_Name"]).await;
+    let bad = server.kl_fails(&["tenant", "create", "Not_A_Name"]).await;
     assert!(bad.contains("invalid"), "{bad}");
 
-    let ls = ok(&server, &["tenant", "ls"]).await;
+    let ls = server.kl_ok(&["tenant", "ls"]).await;
     let header = ls.lines().next().unwrap_or_default();
     for column in ["NAME", "FUNCTIONS", "CONCURRENT BUILDS", "CREATED"] {
         assert!(header.contains(column), "{ls}");
@@ -76,7 +64,7 @@ async fn tenant_lifecycle_through_the_cli() {
         .unwrap_or_else(|| panic!("{ls}"));
     assert!(acme_row.contains("0 / 5") && acme_row.contains("0 / 2"), "{ls}");
     assert!(ls.lines().any(|l| l.starts_with("default ")), "{ls}");
-    let listed: Value = serde_json::from_str(&ok(&server, &["tenant", "ls", "-o", "json"]).await).unwrap();
+    let listed: Value = serde_json::from_str(&server.kl_ok(&["tenant", "ls", "-o", "json"]).await).unwrap();
     let names: Vec<&str> = listed["tenants"]
         .as_array()
         .unwrap()
@@ -88,7 +76,7 @@ async fn tenant_lifecycle_through_the_cli() {
     server
         .deploy(&hello(), &["--tenant", "acme", "--name", "hello"])
         .await;
-    let describe = ok(&server, &["tenant", "describe", "acme"]).await;
+    let describe = server.kl_ok(&["tenant", "describe", "acme"]).await;
     assert!(has_line(&describe, "Name: acme"), "{describe}");
     assert!(has_line(&describe, "functions 1 / 5"), "{describe}");
     assert!(
@@ -98,14 +86,18 @@ async fn tenant_lifecycle_through_the_cli() {
         "{describe}"
     );
 
-    let updated = ok(&server, &["tenant", "update", "acme", "--functions", "1"]).await;
+    let updated = server
+        .kl_ok(&["tenant", "update", "acme", "--functions", "1"])
+        .await;
     assert_eq!(updated, "tenant/acme updated\n  quotas.functions: 5 → 1\n");
-    let same = ok(&server, &["tenant", "update", "acme", "--functions", "1"]).await;
+    let same = server
+        .kl_ok(&["tenant", "update", "acme", "--functions", "1"])
+        .await;
     assert_eq!(same, "tenant/acme unchanged\n");
     assert_eq!(tenant_spec(&server, "acme").await, spec_with_functions(1));
-    let describe = ok(&server, &["tenant", "describe", "acme"]).await;
+    let describe = server.kl_ok(&["tenant", "describe", "acme"]).await;
     assert!(has_line(&describe, "functions 1 / 1"), "{describe}");
-    let nothing = fails(&server, &["tenant", "update", "acme"]).await;
+    let nothing = server.kl_fails(&["tenant", "update", "acme"]).await;
     assert!(nothing.contains("nothing to change"), "{nothing}");
 
     let refused = server.kl(&["tenant", "rm", "acme"]).await;
@@ -115,16 +107,16 @@ async fn tenant_lifecycle_through_the_cli() {
         message.contains("still has 1 function") && message.contains("kl rm F --tenant acme"),
         "{message}"
     );
-    ok(&server, &["tenant", "describe", "acme"]).await;
+    server.kl_ok(&["tenant", "describe", "acme"]).await;
 
-    ok(&server, &["rm", "hello", "--tenant", "acme"]).await;
+    server.kl_ok(&["rm", "hello", "--tenant", "acme"]).await;
     assert_eq!(
-        ok(&server, &["tenant", "rm", "acme"]).await,
+        server.kl_ok(&["tenant", "rm", "acme"]).await,
         "tenant/acme deleted\n"
     );
-    let gone = fails(&server, &["tenant", "describe", "acme"]).await;
+    let gone = server.kl_fails(&["tenant", "describe", "acme"]).await;
     assert!(gone.contains("NotFound"), "{gone}");
-    let default = fails(&server, &["tenant", "rm", "default"]).await;
+    let default = server.kl_fails(&["tenant", "rm", "default"]).await;
     assert!(default.contains("cannot be deleted"), "{default}");
 }
 
@@ -137,22 +129,22 @@ async fn apply_is_idempotent_and_export_round_trips() {
     let write = |yaml: &str| std::fs::write(&file, yaml).unwrap();
 
     write("{kind: Tenant, name: globex, spec: {quotas: {functions: 10}}}\n");
-    let created = ok(&server, &["apply", "-f", path]).await;
+    let created = server.kl_ok(&["apply", "-f", path]).await;
     assert_eq!(created, "tenant/globex created\n  quotas.functions: 10\n");
     assert_eq!(tenant_spec(&server, "globex").await, spec_with_functions(10));
     assert_eq!(
-        ok(&server, &["apply", "-f", path]).await,
+        server.kl_ok(&["apply", "-f", path]).await,
         "tenant/globex unchanged\n"
     );
 
     write("kind: Tenant\nname: globex\nspec:\n  quotas:\n    functions: 12\n");
     assert_eq!(
-        ok(&server, &["apply", "-f", path]).await,
+        server.kl_ok(&["apply", "-f", path]).await,
         "tenant/globex configured\n  quotas.functions: 10 → 12\n"
     );
     assert_eq!(tenant_spec(&server, "globex").await["quotas"]["functions"], 12);
 
-    let exported = ok(&server, &["export", "tenant", "globex"]).await;
+    let exported = server.kl_ok(&["export", "tenant", "globex"]).await;
     let doc: Value = serde_yaml::from_str(&exported).unwrap();
     assert_eq!(
         doc,
@@ -164,22 +156,20 @@ async fn apply_is_idempotent_and_export_round_trips() {
 
     // A change made elsewhere: export captures it; the file, which leaves the field out,
     // brings back the default.
-    ok(
-        &server,
-        &["tenant", "update", "globex", "--concurrent-builds", "4"],
-    )
-    .await;
-    let exported = ok(&server, &["export", "tenant", "globex"]).await;
+    server
+        .kl_ok(&["tenant", "update", "globex", "--concurrent-builds", "4"])
+        .await;
+    let exported = server.kl_ok(&["export", "tenant", "globex"]).await;
     let out = server.kl_stdin(&["apply", "-f", "-"], &exported).await;
     assert_eq!(stdout(&out), "tenant/globex unchanged\n", "{}", text(&out));
     assert_eq!(
-        ok(&server, &["apply", "-f", path]).await,
+        server.kl_ok(&["apply", "-f", path]).await,
         "tenant/globex configured\n  quotas.concurrentBuilds: 4 → 2\n"
     );
 
     // Several documents; a typo is refused locally, before anything changes.
     write("kind: Tenant\nname: globex\nspec: {quotas: {functions: 12}}\n---\nkind: Tenant\nname: initech\n");
-    let both = ok(&server, &["apply", "-f", path]).await;
+    let both = server.kl_ok(&["apply", "-f", path]).await;
     assert!(
         both.starts_with("tenant/globex unchanged\ntenant/initech created\n"),
         "{both}"
@@ -187,14 +177,14 @@ async fn apply_is_idempotent_and_export_round_trips() {
     write(
         "kind: Tenant\nname: globex\nspec: {quotas: {functions: 1}}\n---\nkind: Tenant\nname: initech\nspec: {quota: {functions: 1}}\n",
     );
-    let typo = fails(&server, &["apply", "-f", path]).await;
+    let typo = server.kl_fails(&["apply", "-f", path]).await;
     assert!(
         typo.contains("unknown field `quota`") && typo.contains("initech"),
         "{typo}"
     );
     assert_eq!(tenant_spec(&server, "globex").await["quotas"]["functions"], 12);
     write("kind: Function\nname: hello\n");
-    let kind = fails(&server, &["apply", "-f", path]).await;
+    let kind = server.kl_fails(&["apply", "-f", path]).await;
     assert!(kind.contains("\"Function\" is not supported"), "{kind}");
 
     // `tenant create -f` takes the same document.
@@ -204,9 +194,8 @@ async fn apply_is_idempotent_and_export_round_trips() {
         "kind: Tenant\nname: hooli\nspec: {quotas: {concurrentBuilds: 1}}\n",
     )
     .unwrap();
-    let out = ok(
-        &server,
-        &[
+    let out = server
+        .kl_ok(&[
             "tenant",
             "create",
             "hooli",
@@ -214,9 +203,8 @@ async fn apply_is_idempotent_and_export_round_trips() {
             spec_file.to_str().unwrap(),
             "--functions",
             "3",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(
         out,
         "tenant/hooli created\n  quotas.concurrentBuilds: 1\n  quotas.functions: 3\n"
@@ -269,7 +257,7 @@ async fn status_with(server: &Server, token: &str, path: &str) -> u16 {
 #[tokio::test]
 async fn tokens_are_shown_once_scoped_revocable_and_expire() {
     let server = Server::start().await;
-    ok(&server, &["tenant", "create", "acme"]).await;
+    server.kl_ok(&["tenant", "create", "acme"]).await;
 
     let out = server
         .kl(&[
@@ -287,11 +275,9 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
     assert!(stderr(&out).contains("shown once"), "{}", text(&out));
     let (dev_secret, dev_id) = created_token(&out);
     assert!(is_secret(&dev_secret), "{dev_secret}");
-    let quiet = ok(
-        &server,
-        &["token", "create", "--role", "viewer", "--tenant", "acme", "-q"],
-    )
-    .await;
+    let quiet = server
+        .kl_ok(&["token", "create", "--role", "viewer", "--tenant", "acme", "-q"])
+        .await;
     let viewer_secret = quiet.trim_end().to_owned();
     assert!(
         quiet.lines().count() == 1 && is_secret(&viewer_secret),
@@ -315,8 +301,10 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
     assert!(stderr(&out).contains("Forbidden"), "{}", text(&out));
 
     // Listings never show secrets.
-    let table = ok(&server, &["token", "ls"]).await;
-    let listed = ok(&server, &["token", "ls", "--tenant", "acme", "-o", "json"]).await;
+    let table = server.kl_ok(&["token", "ls"]).await;
+    let listed = server
+        .kl_ok(&["token", "ls", "--tenant", "acme", "-o", "json"])
+        .await;
     for out in [&table, &listed] {
         assert!(
             !out.contains(&dev_secret) && !out.contains(&viewer_secret) && !out.contains("kl_"),
@@ -343,7 +331,7 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
 
     // Revocation takes effect at once, for that token only.
     assert_eq!(
-        ok(&server, &["token", "revoke", &dev_id]).await,
+        server.kl_ok(&["token", "revoke", &dev_id]).await,
         format!("revoked {dev_id}\n")
     );
     assert_eq!(status_with(&server, &dev_secret, "/v1/tenants/acme").await, 401);
@@ -353,14 +341,13 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
         status_with(&server, &viewer_secret, "/v1/tenants/acme").await,
         200
     );
-    assert!(!ok(&server, &["token", "ls"]).await.contains(&dev_id));
-    let again = fails(&server, &["token", "revoke", &dev_id]).await;
+    assert!(!server.kl_ok(&["token", "ls"]).await.contains(&dev_id));
+    let again = server.kl_fails(&["token", "revoke", &dev_id]).await;
     assert!(again.contains("not found"), "{again}");
 
     // Expiry.
-    let out = ok(
-        &server,
-        &[
+    let out = server
+        .kl_ok(&[
             "token",
             "create",
             "--role",
@@ -371,9 +358,8 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
             "1s",
             "-o",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let created: kl_api::TokenCreated = serde_json::from_str(&out).unwrap();
     let expires_at = SystemTime::from(created.token.expires_at.expect("an expiring token"));
     let early = status_with(&server, &created.secret, "/v1/tenants/acme").await;
@@ -387,16 +373,15 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
     )
     .await;
     assert!(SystemTime::now() >= expires_at, "refused before its expiry");
-    let table = ok(&server, &["token", "ls", "--tenant", "acme"]).await;
+    let table = server.kl_ok(&["token", "ls", "--tenant", "acme"]).await;
     assert!(
         table
             .lines()
             .any(|l| l.starts_with(&created.token.id) && l.ends_with("(expired)")),
         "{table}"
     );
-    let bad = fails(
-        &server,
-        &[
+    let bad = server
+        .kl_fails(&[
             "token",
             "create",
             "--role",
@@ -405,20 +390,17 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
             "acme",
             "--expires",
             "soon",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(bad.contains("duration"), "{bad}");
-    let platform = fails(
-        &server,
-        &["token", "create", "--role", "operator", "--tenant", "acme"],
-    )
-    .await;
+    let platform = server
+        .kl_fails(&["token", "create", "--role", "operator", "--tenant", "acme"])
+        .await;
     assert!(platform.contains("omit the tenant"), "{platform}");
 
     // The refusals are in the audit log, newest first.
     let audit: kl_api::AuditList =
-        serde_json::from_str(&ok(&server, &["audit", "--limit", "50", "-o", "json"]).await).unwrap();
+        serde_json::from_str(&server.kl_ok(&["audit", "--limit", "50", "-o", "json"]).await).unwrap();
     let unauthenticated = audit
         .entries
         .iter()
@@ -432,7 +414,7 @@ async fn tokens_are_shown_once_scoped_revocable_and_expire() {
     assert!(audit.entries.iter().any(|e| e.outcome == "forbidden"
         && e.role.as_deref() == Some("viewer")
         && e.action == "read tokens"));
-    let table = ok(&server, &["audit", "--limit", "1"]).await;
+    let table = server.kl_ok(&["audit", "--limit", "1"]).await;
     assert_eq!(table.lines().count(), 2, "a header and one entry: {table}");
     assert!(
         table.contains("unauthenticated") && table.contains("GET /v1/tenants/acme"),
@@ -977,9 +959,8 @@ fn check_body(who: Who, route: &str, target: Target, verdict: Verdict, reply: &R
 async fn concurrent_deploys_never_overshoot_the_functions_quota() {
     let server = Server::start().await;
     // Build slots are plentiful so that the functions quota is the one under test.
-    ok(
-        &server,
-        &[
+    server
+        .kl_ok(&[
             "tenant",
             "create",
             "race",
@@ -987,9 +968,8 @@ async fn concurrent_deploys_never_overshoot_the_functions_quota() {
             "3",
             "--concurrent-builds",
             "8",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let source = hello();
     let source = source.to_str().unwrap();
     let mut children = Vec::new();
@@ -1023,10 +1003,10 @@ async fn concurrent_deploys_never_overshoot_the_functions_quota() {
             "{name}: {message}"
         );
     }
-    let describe = ok(&server, &["tenant", "describe", "race"]).await;
+    let describe = server.kl_ok(&["tenant", "describe", "race"]).await;
     assert!(has_line(&describe, "functions 3 / 3"), "{describe}");
     let listed: Value =
-        serde_json::from_str(&ok(&server, &["ls", "--tenant", "race", "-o", "json"]).await).unwrap();
+        serde_json::from_str(&server.kl_ok(&["ls", "--tenant", "race", "-o", "json"]).await).unwrap();
     let mut names: Vec<String> = listed["functions"]
         .as_array()
         .unwrap()

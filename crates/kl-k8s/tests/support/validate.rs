@@ -102,6 +102,12 @@ pub fn validate_core(files: &[PathBuf]) -> Result<Outcome, String> {
     ))
 }
 
+/// `validate_crds.py`, which checks custom resources against a schema catalog or a CRD file.
+/// Through `../kl-k8s`, so other crates' tests can include this file with `#[path]`.
+pub fn validate_crds_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../kl-k8s/tests/support/validate_crds.py")
+}
+
 /// Validates Knative objects against `shared/schemas/crds/` with `validate_crds.py`. `Err`
 /// holds the validator's report.
 pub fn validate_crds(files: &[PathBuf]) -> Result<Outcome, String> {
@@ -109,10 +115,8 @@ pub fn validate_crds(files: &[PathBuf]) -> Result<Outcome, String> {
     if !schemas.is_dir() {
         return Ok(unavailable(&format!("no CRD schemas at {}", schemas.display())));
     }
-    // Through `../kl-k8s`, so other crates' tests can include this file with `#[path]`.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kl-k8s/tests/support/validate_crds.py");
     let output = match Command::new("python3")
-        .arg(script)
+        .arg(validate_crds_script())
         .arg(&schemas)
         .args(files)
         .output()

@@ -1,13 +1,20 @@
-"""Strict validation of rendered Knative objects against the CRD schemas in shared/schemas/crds.
+"""Strict validation of custom resources (Knative kinds, LambdaFunction) against JSON schemas.
 
-Usage: validate_crds.py SCHEMA_DIR FILE...  (one object per file)
+Usage: validate_crds.py SCHEMAS FILE...  (one object per file)
 
-The schemas (datreeio/CRDs-catalog) cover `spec` and `status` and reject unknown fields; they
-leave the envelope open, so it is checked here: only apiVersion, kind, metadata and spec at the
-top, only name, namespace, labels and annotations (string maps) in metadata, and DNS-1123 names.
-Prints one line per file; exits 1 if any file fails, 2 on a usage or environment problem.
+SCHEMAS is one of:
+- a directory of CRD schemas in the datreeio/CRDs-catalog layout (GROUP/KIND_VERSION.json), such
+  as shared/schemas/crds. They cover `spec` and `status` and reject unknown fields; they leave the
+  envelope open, so it is checked here: only apiVersion, kind, metadata and spec at the top, only
+  name, namespace, labels and annotations (string maps) in metadata, and DNS-1123 names.
+- a CustomResourceDefinition file (YAML): objects of its group and kind are checked against the
+  openAPIV3Schema of their version, as the CRD serves them; metadata is left to the API server.
+
+Prints one line per file; exits 1 if any file fails, 2 on a usage problem, 3 when jsonschema or
+yaml is missing.
 """
 
+import functools
 import json
 import os
 import re
@@ -50,11 +57,36 @@ def envelope_errors(obj):
     return errors
 
 
+def catalog_schema(schema_dir, obj):
+    """The catalog's schema for `obj` and a name for it, or None and why there is none."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    schema_path = os.path.join(schema_dir, group, f"{obj['kind'].lower()}_{version}.json")
+    if not os.path.exists(schema_path):
+        return None, f"no schema {schema_path} for {obj['apiVersion']} {obj['kind']}"
+    with open(schema_path) as f:
+        return json.load(f), os.path.relpath(schema_path, schema_dir)
+
+
+def crd_schema(crd, obj):
+    """The CRD's schema for `obj`'s version and a name for it, or None and why there is none."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    versions = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    if group != crd["spec"]["group"] or obj["kind"] != crd["spec"]["names"]["kind"] or not versions:
+        return None, f"{obj['apiVersion']} {obj['kind']} is not served by this CRD"
+    return versions[0]["schema"]["openAPIV3Schema"], f"{crd['metadata']['name']} {version}"
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__)
         return 2
-    schema_dir, files = argv[1], argv[2:]
+    source, files = argv[1], argv[2:]
+    if os.path.isdir(source):
+        schema_for, check_envelope = functools.partial(catalog_schema, source), True
+    else:
+        with open(source) as f:
+            crd = yaml.safe_load(f)
+        schema_for, check_envelope = functools.partial(crd_schema, crd), False
     failed = 0
     for path in files:
         try:
@@ -64,26 +96,25 @@ def main(argv):
             print(f"ERROR {path}: not plain YAML: {e}")
             failed += 1
             continue
-        group, _, version = obj["apiVersion"].rpartition("/")
-        schema_path = os.path.join(schema_dir, group, f"{obj['kind'].lower()}_{version}.json")
-        if not os.path.exists(schema_path):
-            print(f"ERROR {path}: no schema {schema_path} for {obj['apiVersion']} {obj['kind']}")
+        schema, against = schema_for(obj)
+        if schema is None:
+            print(f"ERROR {path}: {against}")
             failed += 1
             continue
-        with open(schema_path) as f:
-            schema = json.load(f)
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
         errors = [
             f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
             for e in cls(schema).iter_errors(obj)
         ]
-        errors += envelope_errors(obj)
+        if check_envelope:
+            errors += envelope_errors(obj)
         if errors:
             failed += 1
+            name = (obj.get("metadata") or {}).get("name")
             for e in errors:
-                print(f"ERROR {path} ({obj['kind']} {obj['metadata'].get('name')}): {e}")
+                print(f"ERROR {path} ({obj['kind']} {name}): {e}")
         else:
-            print(f"PASSED {path} against {os.path.relpath(schema_path, schema_dir)}")
+            print(f"PASSED {path} against {against}")
     return 1 if failed else 0
 
 

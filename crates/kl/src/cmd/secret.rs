@@ -24,6 +24,8 @@ pub async fn secret(client: &Client, command: SecretCommand) -> Result<()> {
 pub async fn admin(client: &Client, command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::RotateKey(args) => rotate_key(client, args).await,
+        AdminCommand::Backup(args) => super::backup::backup(client, args).await,
+        AdminCommand::Restore(_) => unreachable!("restore runs without a server; main dispatches it"),
     }
 }
 

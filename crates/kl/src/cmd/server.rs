@@ -74,6 +74,13 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
     config.secrets_key = std::env::var(kl_core::secret::SECRETS_KEY_ENV)
         .ok()
         .map(kl_server::SecretsKeyText);
+    if let Some(to) = &args.backup_to {
+        config.backup = Some(kl_server::BackupSchedule {
+            location: kl_server::BackupLocation::parse(to).context("--backup-to")?,
+            every: args.backup_every.max(Duration::from_secs(1)),
+            keep: args.backup_keep.max(1),
+        });
+    }
     let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await?;
     Ok(())

@@ -196,7 +196,11 @@ async fn ls(client: &Client, args: OutputArgs) -> Result<()> {
         .iter()
         .map(|t| {
             let usage = quota_usage(t);
-            let mut row = vec![scalar(&t["name"])];
+            let name = match t["environment"].as_str() {
+                Some(env) => format!("{} ({env})", scalar(&t["name"])),
+                None => scalar(&t["name"]),
+            };
+            let mut row = vec![name];
             for label in &labels {
                 row.push(
                     usage

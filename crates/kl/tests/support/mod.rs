@@ -69,7 +69,11 @@ impl Server {
 
     /// Starts a server with extra `kl server` flags and environment variables.
     pub async fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Server::start_in(tempfile::tempdir().expect("temp dir"), extra, env).await
+    }
+
+    /// Starts a server whose data dir is `dir/data` (which may hold a restored platform).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, String)]) -> Server {
         let mut server = Server {
             dir,
             url: String::new(),
@@ -191,6 +195,22 @@ impl Server {
             .await
             .expect("kl command finished in time")
             .expect("kl runs")
+    }
+
+    /// Runs the `kl` CLI, which must succeed; returns its stdout. A failure shows the command,
+    /// its exit status, stdout and stderr.
+    pub async fn kl_ok(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(out.status.success(), "kl {args:?} failed:\n{}", text(&out));
+        stdout(&out)
+    }
+
+    /// Runs the `kl` CLI, which must fail; returns its exit status, stdout and stderr (as
+    /// [`text`]), so a test can look for the message and for what must not leak anywhere.
+    pub async fn kl_fails(&self, args: &[&str]) -> String {
+        let out = self.kl(args).await;
+        assert!(!out.status.success(), "kl {args:?} succeeded:\n{}", text(&out));
+        text(&out)
     }
 
     /// Runs the `kl` CLI with `token` instead of the admin token.
@@ -332,27 +352,11 @@ impl Bus {
         match self {
             Bus::Embedded => Vec::new(),
             Bus::Amqp(url) => {
-                let prefix = format!("kltest-{}", unique());
+                let prefix = kl_testkit::unique("kltest-");
                 vec!["--bus".into(), url.clone(), "--bus-prefix".into(), prefix]
             }
         }
     }
-}
-
-/// A short name no other test uses.
-pub fn unique() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:x}{:x}{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Deletes a test server's RabbitMQ queues, best-effort, when `rabbitmqctl` runs here (its
