@@ -21,8 +21,8 @@ mod take;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -167,6 +167,27 @@ pub struct LayerEntry {
     pub name: String,
     pub blob: String,
     pub bytes: u64,
+}
+
+/// The ids of the snapshots at a location, oldest first, and which of them are complete
+/// (have their manifest).
+async fn snapshot_ids(dest: &dyn ObjectStore) -> Result<(Vec<String>, Vec<String>), BackupError> {
+    let listed = dest
+        .list_with_delimiter(Some(&ObjectPath::from("snapshots")))
+        .await?;
+    let mut ids: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
+        .collect();
+    ids.sort_unstable();
+    let mut complete = Vec::new();
+    for id in &ids {
+        if dest.head(&snapshot_file(id, "manifest.json")).await.is_ok() {
+            complete.push(id.clone());
+        }
+    }
+    Ok((ids, complete))
 }
 
 fn snapshot_file(id: &str, name: &str) -> ObjectPath {

@@ -307,28 +307,34 @@ async fn build_and_promote(
         log.line("a newer revision already serves; this one stays available but takes no traffic");
         prepared.discard().await;
     }
-    state
-        .store
-        .finish_revision(
-            &rev.tenant,
-            &rev.function,
-            rev.number,
-            Ok((&artifact.spec, &artifact.digest)),
-            started.elapsed().as_millis() as u64,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if serve {
-        state
-            .store
-            .set_serving(&rev.tenant, &rev.function, rev.number)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    record_ready(state, rev, (&artifact.spec, &artifact.digest), started, serve).await?;
     Ok(Built {
         digest: artifact.digest,
         deps_cached: Some(artifact.deps_cached),
     })
+}
+
+/// Marks a built revision ready with its spec and digest, and serving when it `serve`s.
+async fn record_ready(
+    state: &AppState,
+    rev: &RevisionRecord,
+    built: (&kl_core::FunctionSpec, &str),
+    started: Instant,
+    serve: bool,
+) -> Result<(), String> {
+    let store = &state.store;
+    let ms = started.elapsed().as_millis() as u64;
+    store
+        .finish_revision(&rev.tenant, &rev.function, rev.number, Ok(built), ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    if serve {
+        store
+            .set_serving(&rev.tenant, &rev.function, rev.number)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The Kubernetes backend's build: the context packed straight from the source (no toolchain
@@ -395,24 +401,7 @@ async fn build_in_cluster(
     } else {
         log.line("a newer revision already serves; this one is built but its Service is not applied");
     }
-    state
-        .store
-        .finish_revision(
-            &rev.tenant,
-            &rev.function,
-            rev.number,
-            Ok((&spec, &pushed.digest)),
-            started.elapsed().as_millis() as u64,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if serve {
-        state
-            .store
-            .set_serving(&rev.tenant, &rev.function, rev.number)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    record_ready(state, rev, (&spec, &pushed.digest), started, serve).await?;
     Ok(Built {
         digest: pushed.digest,
         deps_cached: None,

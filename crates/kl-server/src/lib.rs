@@ -422,14 +422,13 @@ async fn metrics(
     state
         .authorize(&caller, kl_core::Action::ReadAllTenants, None)
         .await?;
-    // Three registries, one exposition: each without its `# EOF` but the last.
-    let [data_plane, backups, usage] = [
-        state.gateway.metrics(),
-        state.backup_metrics.encode(),
-        state.cost_metrics.encode(),
-    ];
-    let body = |text: &str| text.strip_suffix("# EOF\n").unwrap_or(text).to_owned();
-    let text = body(&data_plane) + &body(&backups) + &usage;
+    // The data plane's exposition without its `# EOF`, then the control plane's registries.
+    let data_plane = state.gateway.metrics();
+    let text = data_plane
+        .strip_suffix("# EOF\n")
+        .unwrap_or(&data_plane)
+        .to_owned()
+        + &exposition(&[state.backup_metrics.registry(), state.cost_metrics.registry()]);
     Ok((
         [(
             http::header::CONTENT_TYPE,
@@ -437,6 +436,17 @@ async fn metrics(
         )],
         text,
     ))
+}
+
+/// One OpenMetrics text exposition of `registries`, ending in `# EOF`.
+pub(crate) fn exposition(registries: &[&prometheus_client::registry::Registry]) -> String {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    let mut text = String::new();
+    for registry in registries {
+        encode_registry(&mut text, registry).expect("writing to a String cannot fail");
+    }
+    encode_eof(&mut text).expect("writing to a String cannot fail");
+    text
 }
 
 async fn openapi() -> impl axum::response::IntoResponse {

@@ -54,11 +54,8 @@ impl BackupMetrics {
         self.failures.inc();
     }
 
-    pub(crate) fn encode(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -69,11 +66,11 @@ mod tests {
     #[test]
     fn the_interval_is_exported_only_with_a_schedule_and_outcomes_are_counted() {
         let manual = BackupMetrics::new(None);
-        assert!(!manual.encode().contains("kl_backup_interval_seconds"));
+        assert!(!crate::exposition(&[manual.registry()]).contains("kl_backup_interval_seconds"));
         let scheduled = BackupMetrics::new(Some(Duration::from_secs(3600)));
         scheduled.succeeded(Duration::from_millis(1500));
         scheduled.failed();
-        let text = scheduled.encode();
+        let text = crate::exposition(&[scheduled.registry()]);
         assert!(text.contains("kl_backup_interval_seconds 3600.0"), "{text}");
         assert!(text.contains("kl_backup_last_duration_seconds 1.5"), "{text}");
         assert!(text.contains("kl_backup_failures_total 1"), "{text}");

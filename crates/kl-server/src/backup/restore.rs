@@ -235,19 +235,9 @@ fn check_secrets_key(
 
 /// The newest snapshot in the location that has its manifest.
 async fn newest_complete(source: &dyn ObjectStore, from: &BackupLocation) -> Result<String, BackupError> {
-    let listed = source
-        .list_with_delimiter(Some(&ObjectPath::from("snapshots")))
-        .await?;
-    let mut ids: Vec<String> = listed
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_owned))
-        .collect();
-    ids.sort_unstable();
-    for id in ids.into_iter().rev() {
-        if source.head(&snapshot_file(&id, "manifest.json")).await.is_ok() {
-            return Ok(id);
-        }
+    let (_, mut complete) = super::snapshot_ids(source).await?;
+    if let Some(newest) = complete.pop() {
+        return Ok(newest);
     }
     Err(BackupError::NotFound(format!("{from} holds no complete backup")))
 }

@@ -333,21 +333,7 @@ pub(crate) async fn schedule(state: std::sync::Weak<AppState>, schedule: BackupS
 /// the newest complete one, and the blobs no kept snapshot refers to.
 pub(crate) async fn prune(location: &BackupLocation, keep: usize) -> Result<(), BackupError> {
     let dest = location.open().await?;
-    let listed = dest
-        .list_with_delimiter(Some(&ObjectPath::from("snapshots")))
-        .await?;
-    let mut ids: Vec<String> = listed
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_owned))
-        .collect();
-    ids.sort_unstable();
-    let mut complete = Vec::new();
-    for id in &ids {
-        if dest.head(&snapshot_file(id, "manifest.json")).await.is_ok() {
-            complete.push(id.clone());
-        }
-    }
+    let (ids, complete) = super::snapshot_ids(dest.as_ref()).await?;
     let kept: BTreeSet<&String> = complete.iter().rev().take(keep.max(1)).collect();
     let newest = complete.last();
     let mut referenced = BTreeSet::new();

@@ -122,12 +122,8 @@ impl CostMetrics {
         }
     }
 
-    /// The text exposition (OpenMetrics, ending in `# EOF`).
-    pub(crate) fn encode(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -152,7 +148,7 @@ mod tests {
         };
         let rates = kl_core::Rates::default().validate().unwrap();
         m.record(&[bucket.clone(), bucket], &rates);
-        let text = m.encode();
+        let text = crate::exposition(&[m.registry()]);
         for series in [
             r#"kl_usage_cpu_seconds_total{tenant="acme",function="f"} 3.0"#,
             r#"kl_usage_cpu_billed_seconds_total{tenant="acme",function="f"} 4.0"#,
