@@ -105,7 +105,8 @@ impl Shim {
     }
 
     fn terminate(&mut self) -> ExitStatus {
-        // A second SIGTERM while stopping is ignored, so this is safe after an earlier one.
+        // A second SIGTERM while stopping is ignored up to the exit, so this is safe after an
+        // earlier one.
         kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
         let mut status = None;
         wait_for("the shim to exit", || {

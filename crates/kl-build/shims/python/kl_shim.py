@@ -561,12 +561,17 @@ class Shim:
     def run(self):
         import signal
 
-        def stop(_signum, _frame):
-            if not self.stopping:
-                self.stopping = True
-                raise Stop()
+        signals = (signal.SIGTERM, signal.SIGINT)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        def stop(_signum, _frame):
+            # Later signals are ignored, up to the exit: the interpreter's finalization puts
+            # back the default handler (death by signal) for a Python handler, not for SIG_IGN.
+            for sig in signals:
+                signal.signal(sig, signal.SIG_IGN)
+            self.stopping = True
+            raise Stop()
+
+        for sig in signals:
             signal.signal(sig, stop)
         socket_path = os.environ.get("KL_SOCKET")
         listener = listen(socket_path)
