@@ -93,6 +93,35 @@ fn a_replicated_server_without_shared_backends_is_refused() {
     }
 }
 
+#[test]
+fn the_kubernetes_backend_needs_a_registry_and_an_s3_store() {
+    if !helm_available() {
+        return;
+    }
+    for (set, says) in [
+        (
+            "kubernetes.registry=",
+            "backend kubernetes needs kubernetes.registry",
+        ),
+        (
+            "store.url=,replicaCount=1,autoscaling.enabled=false",
+            "backend kubernetes needs store.url",
+        ),
+    ] {
+        let out = Command::new("helm")
+            .args(["template", "knative-lambda"])
+            .arg(chart())
+            .arg("-f")
+            .arg(chart().join("values-prd.yaml"))
+            .args(["--set", set])
+            .output()
+            .expect("helm runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "values-prd.yaml with {set} rendered");
+        assert!(stderr.contains(says), "{set}: {stderr}");
+    }
+}
+
 /// The documents of a YAML stream, each with its parsed value; comment-only documents (an
 /// empty template) are dropped.
 fn documents(stream: &str) -> Vec<(String, Value)> {
