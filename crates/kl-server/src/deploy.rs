@@ -291,14 +291,7 @@ async fn build_and_promote(
         .await
         .map_err(|e| format!("the function did not start: {e}"))?;
     let _promotion = state.promote.lock().await;
-    let current = state
-        .store
-        .function(&rev.tenant, &rev.function)
-        .await
-        .map_err(|_| "the function was deleted during the build".to_owned())?;
-    let serve = current
-        .serving_revision
-        .is_none_or(|serving| serving <= rev.number);
+    let serve = takes_traffic(state, rev).await?;
     // Routed before the store says "ready": whoever sees it ready (`kl deploy` polls for it)
     // and calls at once must reach this revision, not the one it replaces.
     if serve {
@@ -312,6 +305,18 @@ async fn build_and_promote(
         digest: artifact.digest,
         deps_cached: Some(artifact.deps_cached),
     })
+}
+
+/// Whether a just-built revision takes the traffic: unless a newer one already serves.
+async fn takes_traffic(state: &AppState, rev: &RevisionRecord) -> Result<bool, String> {
+    let current = state
+        .store
+        .function(&rev.tenant, &rev.function)
+        .await
+        .map_err(|_| "the function was deleted during the build".to_owned())?;
+    Ok(current
+        .serving_revision
+        .is_none_or(|serving| serving <= rev.number))
 }
 
 /// Marks a built revision ready with its spec and digest, and serving when it `serve`s.
@@ -370,14 +375,7 @@ async fn build_in_cluster(
         .await
         .map_err(|e| e.to_string())?;
     log.line(&format!("pushed {}", pushed.image));
-    let current = state
-        .store
-        .function(&rev.tenant, &rev.function)
-        .await
-        .map_err(|_| "the function was deleted during the build".to_owned())?;
-    let serve = current
-        .serving_revision
-        .is_none_or(|serving| serving <= rev.number);
+    let serve = takes_traffic(state, rev).await?;
     if serve {
         let secrets = if spec.secrets.is_empty() {
             Default::default()

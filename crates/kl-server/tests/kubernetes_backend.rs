@@ -9,6 +9,7 @@
 #[path = "../../kl-kube/tests/support/fake.rs"]
 mod fake;
 
+use kl_testkit::archives::{Entry, make_tar_gz};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,16 +37,7 @@ const KANIKO_LOG: &str = "INFO Retrieving image manifest python:3.12-slim\nINFO 
 
 fn python_source() -> Vec<u8> {
     let body = "def handler(event, context=None):\n    return {'hello': event}\n";
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut header = tar::Header::new_gnu();
-    header.set_size(body.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "main.py", body.as_bytes()).unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
+    make_tar_gz(&[Entry::file("main.py", body)])
 }
 
 /// How the fake cluster answers a build and a rollout.

@@ -2,6 +2,7 @@
 //! `io.knative.lambda.lifecycle.*` for their tenant, with the catalog's source, subject and
 //! correlation id; budget thresholds publish `io.knative.lambda.notification.alert.*`.
 
+use kl_testkit::archives::{Entry, make_tar_gz};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,16 +10,7 @@ use kl_events::{CloudEvent, TenantEvent};
 use kl_server::{Server, ServerConfig};
 
 fn python_source(body: &str) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut header = tar::Header::new_gnu();
-    header.set_size(body.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "main.py", body.as_bytes()).unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
+    make_tar_gz(&[Entry::file("main.py", body)])
 }
 
 async fn next_of(

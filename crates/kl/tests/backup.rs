@@ -40,24 +40,16 @@ async fn restore(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> std:
         .expect("kl runs")
 }
 
+/// Creates tenant `acme` and a token of `role` in it; returns the token.
+async fn acme_token(server: &Server, role: &str) -> String {
+    server.kl_ok(&["tenant", "create", "acme"]).await;
+    let args = ["token", "create", "--tenant", "acme", "--role", role, "-q"];
+    server.kl_ok(&args).await.trim().to_owned()
+}
+
 /// Builds the state a restore must bring back; returns (tenant token, async invocation id).
 async fn populate(server: &Server) -> (String, String) {
-    server.kl_ok(&["tenant", "create", "acme"]).await;
-    let token = server
-        .kl_ok(&[
-            "token",
-            "create",
-            "--tenant",
-            "acme",
-            "--role",
-            "developer",
-            "--name",
-            "ci",
-            "-q",
-        ])
-        .await
-        .trim()
-        .to_owned();
+    let token = acme_token(server, "developer").await;
     server
         .kl_ok(&["secret", "set", "db", "PASSWORD=planted-value", "USER=app"])
         .await;
@@ -340,19 +332,8 @@ async fn scheduled_backups_keep_the_newest_and_bad_requests_are_refused() {
     assert!(last > 0.0, "{metrics}");
 
     // Only platform admins take backups.
-    server.kl_ok(&["tenant", "create", "acme"]).await;
-    let tenant_admin = server
-        .kl_ok(&[
-            "token",
-            "create",
-            "--tenant",
-            "acme",
-            "--role",
-            "tenant-admin",
-            "-q",
-        ])
-        .await;
-    let tenant_admin = tenant_admin.trim();
+    let tenant_admin = acme_token(&server, "tenant-admin").await;
+    let tenant_admin = tenant_admin.as_str();
     let backup = |token: Option<&str>, body: Value| {
         server
             .req_as(token, Method::POST, "/v1/admin/backups")
