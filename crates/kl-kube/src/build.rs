@@ -1,5 +1,10 @@
-//! A build in the cluster: apply the Kaniko Job, watch it until it succeeds or fails, then read
-//! its pod's log and the pushed image's digest (Kaniko writes it to the termination log).
+//! A build in the cluster: apply the Kaniko Job, follow its pod's log while it runs, watch the
+//! Job until it succeeds or fails, and read the pushed image's digest (Kaniko writes it to the
+//! termination log).
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -7,8 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kl_k8s::Object;
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::error::target;
+use crate::error::{target, watch_failed};
 use crate::plan::BuildState;
 use crate::{Applier, KubeError};
 
@@ -16,6 +22,8 @@ use crate::{Applier, KubeError};
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// The build container in `kl_k8s::render_build_job`'s pod.
 const KANIKO_CONTAINER: &str = "kaniko";
+/// How long the log may still run once the Job has ended: its last lines, not a stuck stream.
+const LOG_GRACE: Duration = Duration::from_secs(10);
 
 /// How a build Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,23 +54,46 @@ pub fn job_outcome(job: &Job) -> Option<BuildOutcome> {
 }
 
 impl Applier {
-    /// Applies a build Job, watches it until it ends, then streams its pod's log to `log` line
-    /// by line (after the end, not live) and returns the outcome, with the pushed digest on
-    /// success. Waits without a deadline of its own: the Job's `activeDeadlineSeconds` bounds it.
+    /// Applies a build Job and follows its pod's log to `log` line by line while it runs, until
+    /// the Job succeeds or fails; returns the outcome, with the pushed digest on success.
+    /// A log that cannot be read is said in `log` and does not fail the build: the Job's own
+    /// outcome decides. A pod that never started has no log. Waits without a deadline of its own: the Job's `activeDeadlineSeconds`
+    /// bounds it.
     pub async fn run_build(&self, job: &Job, mut log: impl FnMut(&str)) -> Result<BuildOutcome, KubeError> {
         self.apply(&Object::Job(Box::new(job.clone()))).await?;
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
         let name = job.metadata.name.as_deref().unwrap_or_default();
-        let outcome = self.wait_for_job(ns, name).await?;
-        let pod = self.build_pod(ns, name).await?;
-        let Some(pod) = pod else {
-            return Ok(outcome);
+        let streaming = AtomicBool::new(false);
+        let outcome = {
+            let mut ended = pin!(self.wait_for_job(ns, name));
+            let mut followed = pin!(self.follow_log(ns, name, &streaming, &mut log));
+            tokio::select! {
+                () = &mut followed => ended.await?,
+                outcome = &mut ended => {
+                    // The Job's end can be seen before the log's last lines arrive: give them
+                    // a moment, no more.
+                    if streaming.load(Ordering::Acquire) {
+                        let _ = tokio::time::timeout(LOG_GRACE, followed).await;
+                    }
+                    outcome?
+                }
+            }
         };
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        self.stream_log(ns, &pod_name, &mut log).await?;
+        let pod = self.build_pod(ns, name).await?;
+        if !streaming.load(Ordering::Acquire)
+            && let Some(pod) = pod.as_ref().filter(|p| kaniko_started(p))
+        {
+            // The Job ended before its pod was seen running: its whole log, once.
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            match tokio::time::timeout(LOG_GRACE, self.stream_log(ns, pod_name, &mut log)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log(&format!("(the build's log cannot be read: {e})")),
+                Err(_) => log("(the build's log did not end in time)"),
+            }
+        }
         Ok(match outcome {
             BuildOutcome::Succeeded { .. } => BuildOutcome::Succeeded {
-                digest: termination_message(&pod),
+                digest: pod.as_ref().and_then(termination_message),
             },
             failed => failed,
         })
@@ -73,10 +104,7 @@ impl Applier {
         let api: Api<Job> = Api::namespaced(self.client().clone(), ns);
         let job = await_condition(api, name, |job: Option<&Job>| job.and_then(job_outcome).is_some())
             .await
-            .map_err(|source| KubeError::Watch {
-                target: target("Job", ns, name),
-                source,
-            })?;
+            .map_err(watch_failed(target("Job", ns, name)))?;
         match job.as_ref().and_then(job_outcome) {
             Some(outcome) => Ok(outcome),
             None => Err(KubeError::NotFound {
@@ -123,16 +151,54 @@ impl Applier {
             .max_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp)))
     }
 
-    /// Reads the Kaniko container's log, passing each line to `log` as it arrives.
+    /// Follows the Kaniko container's log of Job `ns/job` from the moment it starts until it
+    /// exits (setting `streaming` once it reads), saying in `log` why if it cannot.
+    async fn follow_log(&self, ns: &str, job: &str, streaming: &AtomicBool, log: &mut impl FnMut(&str)) {
+        let followed = match self.started_pod(ns, job).await {
+            Ok(pod) => {
+                streaming.store(true, Ordering::Release);
+                self.stream_log(ns, &pod, log).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = followed {
+            log(&format!("(the build's log cannot be followed: {e})"));
+        }
+    }
+
+    /// The name of Job `ns/job`'s pod once its Kaniko container has started (or already ended).
+    async fn started_pod(&self, ns: &str, job: &str) -> Result<String, KubeError> {
+        let api: Api<Pod> = Api::namespaced(self.client().clone(), ns);
+        let config = watcher::Config::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
+        let mut pods = pin!(watcher(api, config).applied_objects());
+        let pods_of = || format!("pods of Job {ns}/{job}");
+        while let Some(pod) = pods.try_next().await.map_err(|source| KubeError::Watch {
+            target: pods_of(),
+            source,
+        })? {
+            if kaniko_started(&pod) {
+                return Ok(pod.metadata.name.unwrap_or_default());
+            }
+        }
+        Err(KubeError::NotFound {
+            action: "watch",
+            target: pods_of(),
+            message: "the watch ended before a pod started".to_owned(),
+        })
+    }
+
+    /// Follows the Kaniko container's log, passing each line to `log` as it arrives, until the
+    /// container exits.
     async fn stream_log(&self, ns: &str, pod: &str, log: &mut impl FnMut(&str)) -> Result<(), KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client().clone(), ns);
         let params = LogParams {
             container: Some(KANIKO_CONTAINER.to_owned()),
+            follow: true,
             ..LogParams::default()
         };
         let read_err = |e| KubeError::from_kube("read the log of", target("Pod", ns, pod), e);
         let stream = api.log_stream(pod, &params).await.map_err(read_err)?;
-        let mut lines = std::pin::pin!(stream.lines());
+        let mut lines = pin!(stream.lines());
         while let Some(line) = lines.try_next().await.map_err(|e| KubeError::Decode {
             target: target("Pod", ns, pod),
             reason: format!("its log broke off: {e}"),
@@ -141,6 +207,16 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// The Kaniko container's state: whether it runs or ran, so its log can be read.
+fn kaniko_started(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == KANIKO_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|state| state.running.is_some() || state.terminated.is_some())
 }
 
 /// The Kaniko container's termination message: the digest it wrote with `--digest-file`.

@@ -50,7 +50,7 @@ pub enum KubeError {
     Watch {
         target: String,
         #[source]
-        source: kube::runtime::wait::Error,
+        source: kube::runtime::watcher::Error,
     },
     /// The object's status is not what the API documents.
     #[error("{target}: unexpected status from the API server: {reason}")]
@@ -109,6 +109,11 @@ impl KubeError {
             _ => None,
         }
     }
+}
+
+/// The error of a watch on `target` that `await_condition` gave up on.
+pub(crate) fn watch_failed(target: String) -> impl FnOnce(kube::runtime::wait::Error) -> KubeError {
+    move |kube::runtime::wait::Error::ProbeFailed(source)| KubeError::Watch { target, source }
 }
 
 /// `Kind namespace/name`, or `Kind name` for a cluster-scoped object.

@@ -6,7 +6,7 @@ use kube::runtime::wait::await_condition;
 use serde::Deserialize;
 
 use crate::apply::knative;
-use crate::error::target;
+use crate::error::{target, watch_failed};
 use crate::{Applier, KubeError};
 
 /// The Service's `Ready` condition.
@@ -128,10 +128,7 @@ impl Applier {
         };
         let object = await_condition(api, name, settled)
             .await
-            .map_err(|source| KubeError::Watch {
-                target: target("Service", ns, name),
-                source,
-            })?
+            .map_err(watch_failed(target("Service", ns, name)))?
             .ok_or_else(|| KubeError::NotFound {
                 action: "watch",
                 target: target("Service", ns, name),

@@ -195,9 +195,22 @@ async fn api_refusals_become_typed_errors_naming_the_object() {
     }
 }
 
-/// Answers a build: the apply, the watch's list and watch requests (the Job ending with
-/// `final_conditions`), the pod list and the log.
-fn build_api(final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) + Send + 'static {
+const BUILD_POD: &str = "/api/v1/namespaces/knative-lambda-builds/pods/hello-build-abc123-x7k2p";
+
+/// How the fake cluster runs a build.
+#[derive(Clone, Copy)]
+enum Run {
+    /// Kaniko runs; the Job ends with `final_conditions` only after its log was followed, so a
+    /// build that read the log only at the end would never see the Job end.
+    Live,
+    /// The pod never starts (its image cannot be pulled); the Job ends at once.
+    NeverStarts,
+}
+
+/// Answers a build: the apply, the Job's list and watch (ending with `final_conditions`), the
+/// pods' list and watch, and the Kaniko log.
+fn build_api(run: Run, final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) + Send + 'static {
+    let mut followed = false;
     move |r: &Recorded| {
         let job = |conditions: Value, version: &str| {
             json!({
@@ -207,11 +220,18 @@ fn build_api(final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) 
                 "status": {"conditions": conditions},
             })
         };
+        let state = match (run, followed) {
+            (Run::NeverStarts, _) => json!({"waiting": {"reason": "ImagePullBackOff"}}),
+            (Run::Live, false) => json!({"running": {"startedAt": "2026-12-07T10:00:00Z"}}),
+            (Run::Live, true) => json!({"terminated": {"exitCode": 0, "message": "sha256:4f2a\n"}}),
+        };
+        let watching = r.uri.contains("watch=true");
         match (r.method.as_str(), r.path()) {
             ("PATCH", _) => stored(r),
-            ("GET", "/apis/batch/v1/namespaces/knative-lambda-builds/jobs")
-                if r.uri.contains("watch=true") =>
-            {
+            ("GET", "/apis/batch/v1/namespaces/knative-lambda-builds/jobs") if watching => {
+                if matches!(run, Run::Live) && !followed {
+                    return (200, String::new());
+                }
                 let event = json!({"type": "MODIFIED", "object": job(final_conditions.clone(), "11")});
                 (200, format!("{event}\n"))
             }
@@ -220,101 +240,153 @@ fn build_api(final_conditions: Value) -> impl FnMut(&Recorded) -> (u16, String) 
                 "metadata": {"resourceVersion": "10"},
                 "items": [job(json!([]), "10")],
             })),
+            ("GET", "/api/v1/namespaces/knative-lambda-builds/pods") if watching => (200, String::new()),
             ("GET", "/api/v1/namespaces/knative-lambda-builds/pods") => ok(json!({
                 "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "12"},
                 "items": [{
-                    "metadata": {"name": "hello-build-abc123-x7k2p", "namespace": "knative-lambda-builds"},
+                    "metadata": {"name": "hello-build-abc123-x7k2p", "namespace": "knative-lambda-builds",
+                                 "creationTimestamp": "2026-12-07T10:00:00Z"},
                     "status": {"containerStatuses": [{
                         "name": "kaniko", "image": "kaniko", "imageID": "", "ready": false,
-                        "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 0, "message": "sha256:4f2a\n"}},
+                        "restartCount": 0, "state": state,
                     }]},
                 }],
             })),
-            ("GET", "/api/v1/namespaces/knative-lambda-builds/pods/hello-build-abc123-x7k2p/log") => (
-                200,
-                "INFO Retrieving image manifest\nINFO Pushing image\n".to_owned(),
-            ),
+            ("GET", p) if p == format!("{BUILD_POD}/log") => {
+                followed = true;
+                (
+                    200,
+                    "INFO Retrieving image manifest\nINFO Pushing image\n".to_owned(),
+                )
+            }
             _ => status(404, "NotFound", &format!("unexpected {} {}", r.method, r.uri)),
         }
     }
 }
 
-#[tokio::test]
-async fn a_build_is_applied_watched_to_success_and_its_log_and_digest_read() {
-    let (client, requests) = fake::client(build_api(json!([
-        {"type": "SuccessCriteriaMet", "status": "True"},
-        {"type": "Complete", "status": "True"},
-    ])));
+/// Runs the build against `api` (bounded: a build that waits for the wrong thing would hang),
+/// returning its outcome, its log lines and every request sent.
+async fn run_build(
+    api: impl FnMut(&Recorded) -> (u16, String) + Send + 'static,
+) -> (Result<BuildOutcome, KubeError>, Vec<String>, Vec<Recorded>) {
+    let (client, requests) = fake::client(api);
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
-    let outcome = Applier::new(client)
-        .run_build(&build_job(), move |line| {
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        Applier::new(client).run_build(&build_job(), move |line| {
             sink.lock().unwrap().push(line.to_owned())
-        })
-        .await
-        .unwrap();
+        }),
+    )
+    .await
+    .expect("the build ends");
+    let lines = log.lock().unwrap().clone();
+    (outcome, lines, requests.await.unwrap())
+}
+
+#[tokio::test]
+async fn a_build_is_applied_its_log_followed_while_it_runs_and_its_digest_read() {
+    let (outcome, log, requests) = run_build(build_api(
+        Run::Live,
+        json!([
+            {"type": "SuccessCriteriaMet", "status": "True"},
+            {"type": "Complete", "status": "True"},
+        ]),
+    ))
+    .await;
     assert_eq!(
-        outcome,
+        outcome.unwrap(),
         BuildOutcome::Succeeded {
             digest: Some("sha256:4f2a".into())
         }
     );
-    assert_eq!(
-        *log.lock().unwrap(),
-        ["INFO Retrieving image manifest", "INFO Pushing image"]
-    );
+    assert_eq!(log, ["INFO Retrieving image manifest", "INFO Pushing image"]);
 
-    let requests = requests.await.unwrap();
-    let lines: Vec<String> = requests.iter().map(Recorded::line).collect();
     assert_eq!(
-        lines,
-        [
-            "PATCH /apis/batch/v1/namespaces/knative-lambda-builds/jobs/hello-build-abc123",
-            "GET /apis/batch/v1/namespaces/knative-lambda-builds/jobs",
-            "GET /apis/batch/v1/namespaces/knative-lambda-builds/jobs",
-            "GET /api/v1/namespaces/knative-lambda-builds/pods",
-            "GET /api/v1/namespaces/knative-lambda-builds/pods/hello-build-abc123-x7k2p/log",
-        ]
+        requests[0].line(),
+        "PATCH /apis/batch/v1/namespaces/knative-lambda-builds/jobs/hello-build-abc123"
     );
     assert_eq!(requests[0].json()["spec"]["backoffLimit"], 0);
+    let job_list = requests
+        .iter()
+        .find(|r| r.path().ends_with("/jobs") && !r.uri.contains("watch=true"))
+        .unwrap();
     assert!(
-        requests[1]
+        job_list
             .uri
             .contains("fieldSelector=metadata.name%3Dhello-build-abc123"),
         "{}",
-        requests[1].uri
+        job_list.uri
     );
-    assert!(requests[2].uri.contains("watch=true") && requests[2].uri.contains("resourceVersion=10"));
+    let pod_list = requests.iter().find(|r| r.path().ends_with("/pods")).unwrap();
     assert!(
-        requests[3]
+        pod_list
             .uri
-            .contains("labelSelector=batch.kubernetes.io%2Fjob-name%3Dhello-build-abc123")
+            .contains("labelSelector=batch.kubernetes.io%2Fjob-name%3Dhello-build-abc123"),
+        "{}",
+        pod_list.uri
     );
-    assert!(requests[4].uri.contains("container=kaniko"));
+    let logs: Vec<&Recorded> = requests.iter().filter(|r| r.path().ends_with("/log")).collect();
+    assert_eq!(logs.len(), 1, "the log is read once");
+    assert!(
+        logs[0].uri.contains("container=kaniko") && logs[0].uri.contains("follow=true"),
+        "{}",
+        logs[0].uri
+    );
+    let last_job_watch = requests
+        .iter()
+        .rposition(|r| r.path().ends_with("/jobs") && r.uri.contains("watch=true"))
+        .unwrap();
+    let log_read = requests.iter().position(|r| r.path().ends_with("/log")).unwrap();
+    assert!(
+        log_read < last_job_watch,
+        "the log was followed before the Job ended"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_build_reports_kubernetes_reason_and_still_gives_its_log() {
-    let (client, requests) = fake::client(build_api(json!([{
-        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-        "message": "Job has reached the specified backoff limit",
-    }])));
-    let lines = Arc::new(Mutex::new(0));
-    let count = lines.clone();
-    let outcome = Applier::new(client)
-        .run_build(&build_job(), move |_| *count.lock().unwrap() += 1)
-        .await
-        .unwrap();
+    let (outcome, log, requests) = run_build(build_api(
+        Run::Live,
+        json!([{
+            "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        }]),
+    ))
+    .await;
     assert_eq!(
-        outcome,
+        outcome.unwrap(),
         BuildOutcome::Failed {
             reason: "BackoffLimitExceeded".into(),
             message: "Job has reached the specified backoff limit".into(),
         }
     );
-    assert_eq!(*lines.lock().unwrap(), 2);
-    assert_eq!(requests.await.unwrap().len(), 5);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(requests.iter().filter(|r| r.path().ends_with("/log")).count(), 1);
+}
+
+#[tokio::test]
+async fn a_build_whose_pod_never_started_ends_with_the_jobs_reason_and_reads_no_log() {
+    let (outcome, log, requests) = run_build(build_api(
+        Run::NeverStarts,
+        json!([{
+            "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline",
+        }]),
+    ))
+    .await;
+    assert_eq!(
+        outcome.unwrap(),
+        BuildOutcome::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "Job was active longer than specified deadline".into(),
+        }
+    );
+    assert!(log.is_empty(), "{log:?}");
+    assert!(
+        !requests.iter().any(|r| r.path().ends_with("/log")),
+        "a pod that never started has no log to read"
+    );
 }
 
 #[tokio::test]
