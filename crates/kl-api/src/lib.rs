@@ -65,6 +65,9 @@ pub struct RevisionView {
     pub build_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The image it runs, by digest, with `--backend kubernetes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<FunctionSpec>,
     pub created_at: DateTime<Utc>,

@@ -1,13 +1,14 @@
-//! A Knative Service's readiness and URL, read from its `status`.
+//! A Knative Service's readiness, URL and traffic, read from its `status`; and moving its
+//! traffic to a revision it already has.
 
-use kl_k8s::crd;
-use kube::api::{Api, DynamicObject};
+use kl_k8s::crd::{self, TrafficEntry};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use serde::Deserialize;
 
 use crate::apply::knative;
 use crate::error::{target, watch_failed};
-use crate::{Applier, KubeError};
+use crate::{Applier, FIELD_MANAGER, KubeError};
 
 /// The Service's `Ready` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,22 @@ pub struct ServiceStatus {
     /// Its address (`http://hello.kl-acme.svc.cluster.local`) once routed.
     pub url: Option<String>,
     pub latest_ready_revision: Option<String>,
+    /// Where Knative routes requests: revision name and percent, as `status.traffic` reports.
+    pub traffic: Vec<(String, u32)>,
+}
+
+impl ServiceStatus {
+    /// Whether Knative routes every request to `revision`.
+    pub fn routes_all_to(&self, revision: &str) -> bool {
+        let to = |name: &str| {
+            self.traffic
+                .iter()
+                .filter(|(r, _)| r == name)
+                .map(|(_, p)| p)
+                .sum::<u32>()
+        };
+        to(revision) == 100
+    }
 }
 
 #[derive(Deserialize)]
@@ -42,6 +59,17 @@ struct RawStatus {
     url: Option<String>,
     #[serde(default)]
     latest_ready_revision_name: Option<String>,
+    #[serde(default)]
+    traffic: Vec<RawTraffic>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTraffic {
+    #[serde(default)]
+    revision_name: Option<String>,
+    #[serde(default)]
+    percent: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +91,7 @@ pub fn service_status(object: &DynamicObject) -> Result<ServiceStatus, String> {
             readiness: Readiness::Unknown,
             url: None,
             latest_ready_revision: None,
+            traffic: Vec::new(),
         });
     };
     let raw: RawStatus = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
@@ -80,6 +109,11 @@ pub fn service_status(object: &DynamicObject) -> Result<ServiceStatus, String> {
         readiness,
         url: raw.url,
         latest_ready_revision: raw.latest_ready_revision_name,
+        traffic: raw
+            .traffic
+            .into_iter()
+            .filter_map(|t| Some((t.revision_name?, t.percent.unwrap_or(0))))
+            .collect(),
     })
 }
 
@@ -90,8 +124,7 @@ impl Applier {
         ns: &str,
         name: &str,
     ) -> Result<Option<ServiceStatus>, KubeError> {
-        let resource = knative(crd::SERVING_V1, "Service", "services");
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &service_resource());
         let object = api
             .get_opt(name)
             .await
@@ -106,22 +139,22 @@ impl Applier {
             .transpose()
     }
 
-    /// Watches Knative Service `ns/name` until `revision` is its latest ready revision and the
-    /// Service is `Ready` (returning its status), or Knative reports it not ready. Waits without
-    /// a deadline of its own: the caller bounds it, since only it knows how long a rollout may take.
-    pub async fn wait_until_ready(
+    /// Watches Knative Service `ns/name` until it is `Ready` for its current spec and routes
+    /// every request to `revision` (returning its status), or Knative reports it not ready.
+    /// Waits without a deadline of its own: the caller bounds it, since only it knows how long
+    /// a rollout may take.
+    pub async fn wait_until_serving(
         &self,
         ns: &str,
         name: &str,
         revision: &str,
     ) -> Result<ServiceStatus, KubeError> {
-        let resource = knative(crd::SERVING_V1, "Service", "services");
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &service_resource());
         let settled = |object: Option<&DynamicObject>| {
             object
                 .and_then(|o| service_status(o).ok())
                 .is_some_and(|s| match s.readiness {
-                    Readiness::Ready => s.latest_ready_revision.as_deref() == Some(revision),
+                    Readiness::Ready => s.routes_all_to(revision),
                     Readiness::NotReady { .. } => true,
                     Readiness::Unknown => false,
                 })
@@ -139,6 +172,37 @@ impl Applier {
             reason,
         })
     }
+
+    /// Whether Knative still has revision `ns/name` (it garbage-collects old ones).
+    pub async fn knative_revision_exists(&self, ns: &str, name: &str) -> Result<bool, KubeError> {
+        let resource = knative(crd::SERVING_V1, "Revision", "revisions");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let found = api
+            .get_opt(name)
+            .await
+            .map_err(|e| KubeError::from_kube("read", target("Revision", ns, name), e))?;
+        Ok(found.is_some())
+    }
+
+    /// Replaces Knative Service `ns/name`'s traffic block with `traffic`, leaving its template
+    /// alone: how an existing revision serves again. A merge patch, since an apply must carry
+    /// the whole template.
+    pub async fn set_traffic(&self, ns: &str, name: &str, traffic: &[TrafficEntry]) -> Result<(), KubeError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &service_resource());
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({"spec": {"traffic": traffic}});
+        api.patch(name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| KubeError::from_kube("set the traffic of", target("Service", ns, name), e))?;
+        Ok(())
+    }
+}
+
+fn service_resource() -> kube::api::ApiResource {
+    knative(crd::SERVING_V1, "Service", "services")
 }
 
 #[cfg(test)]
@@ -160,9 +224,18 @@ mod tests {
             "observedGeneration": 2,
             "url": "http://hello.kl-acme.svc.cluster.local",
             "latestReadyRevisionName": "hello-00002",
+            "traffic": [{"revisionName": "hello-00002", "percent": 90},
+                        {"revisionName": "hello-00001", "percent": 10, "tag": "old"}],
             "conditions": [{"type": "Ready", "status": "True"}],
         });
         let current = service_status(&service(2, status.clone())).unwrap();
+        assert!(!current.routes_all_to("hello-00002"), "a 90/10 split");
+        let pinned = serde_json::json!({"traffic": [{"revisionName": "hello-00001", "percent": 100}]});
+        assert!(
+            service_status(&service(2, pinned))
+                .unwrap()
+                .routes_all_to("hello-00001")
+        );
         assert_eq!(current.readiness, Readiness::Ready);
         assert_eq!(
             current.url.as_deref(),

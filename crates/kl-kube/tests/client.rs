@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kl_core::{FunctionSettings, Runtime, SpecLimits, TenantSpec};
+use kl_k8s::crd::TrafficEntry;
 use kl_k8s::{
     BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput, render_build_job,
     render_knative_service, render_tenant,
@@ -525,20 +526,23 @@ fn service_watch(listed: Value, watched: Value) -> impl FnMut(&Recorded) -> (u16
 }
 
 #[tokio::test]
-async fn waiting_for_a_revision_watches_past_the_previous_ready_one() {
+async fn waiting_for_a_revision_watches_until_knative_routes_all_traffic_to_it() {
+    // Ready for the current spec, but the route still sends everything to the old revision.
     let previous = json!({
-        "observedGeneration": 1, "latestReadyRevisionName": "hello-00001",
+        "observedGeneration": 2, "latestReadyRevisionName": "hello-00002",
+        "traffic": [{"revisionName": "hello-00001", "percent": 100}],
         "conditions": [{"type": "Ready", "status": "True"}],
     });
     let current = json!({
         "observedGeneration": 2, "latestReadyRevisionName": "hello-00002",
         "url": "http://hello.kl-acme.svc.cluster.local",
+        "traffic": [{"revisionName": "hello-00002", "percent": 100}],
         "conditions": [{"type": "Ready", "status": "True"}],
     });
     let (client, requests) = fake::client(service_watch(previous, current));
     let applier = Applier::new(client);
     let status = applier
-        .wait_until_ready("kl-acme", "hello", "hello-00002")
+        .wait_until_serving("kl-acme", "hello", "hello-00002")
         .await
         .unwrap();
     assert_eq!(status.readiness, Readiness::Ready);
@@ -566,7 +570,7 @@ async fn waiting_for_a_revision_ends_with_knatives_reason_when_it_fails() {
     });
     let (client, _requests) = fake::client(service_watch(failed.clone(), failed));
     let status = Applier::new(client)
-        .wait_until_ready("kl-acme", "hello", "hello-00002")
+        .wait_until_serving("kl-acme", "hello", "hello-00002")
         .await
         .unwrap();
     assert_eq!(
@@ -575,5 +579,55 @@ async fn waiting_for_a_revision_ends_with_knatives_reason_when_it_fails() {
             reason: "RevisionMissing".into(),
             message: "Configuration \"hello\" does not have any ready Revision.".into(),
         }
+    );
+}
+
+#[tokio::test]
+async fn an_existing_revision_serves_again_by_a_merge_patch_of_the_traffic_alone() {
+    let (client, requests) = fake::client(|r| match (r.method.as_str(), r.path()) {
+        ("GET", "/apis/serving.knative.dev/v1/namespaces/kl-acme/revisions/hello-00001") => ok(json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+            "metadata": {"name": "hello-00001", "namespace": "kl-acme"},
+        })),
+        ("GET", _) => status(
+            404,
+            "NotFound",
+            "revisions.serving.knative.dev \"hello-00007\" not found",
+        ),
+        ("PATCH", _) => ok(knative_service("40", json!({}))),
+        _ => status(405, "MethodNotAllowed", "unexpected"),
+    });
+    let applier = Applier::new(client);
+    assert!(
+        applier
+            .knative_revision_exists("kl-acme", "hello-00001")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !applier
+            .knative_revision_exists("kl-acme", "hello-00007")
+            .await
+            .unwrap()
+    );
+    let pin = TrafficEntry {
+        revision_name: "hello-00001".into(),
+        latest_revision: false,
+        percent: 100,
+        tag: None,
+    };
+    applier.set_traffic("kl-acme", "hello", &[pin]).await.unwrap();
+    drop(applier);
+    let requests = requests.await.unwrap();
+    let patch = &requests[2];
+    assert_eq!(
+        patch.line(),
+        "PATCH /apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello"
+    );
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert!(patch.uri.contains("fieldManager=knative-lambda"), "{}", patch.uri);
+    assert_eq!(
+        patch.json(),
+        json!({"spec": {"traffic": [{"revisionName": "hello-00001", "latestRevision": false, "percent": 100}]}})
     );
 }

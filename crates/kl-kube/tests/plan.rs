@@ -147,6 +147,7 @@ fn ready_is_reported_only_for_the_current_revision() {
         readiness: Readiness::Ready,
         url: Some("http://hello.kl-acme.svc.cluster.local".into()),
         latest_ready_revision: Some(revision.into()),
+        traffic: vec![(revision.into(), 100)],
     };
     let current = plan(
         &lf,
@@ -184,6 +185,7 @@ fn ready_is_reported_only_for_the_current_revision() {
         },
         url: None,
         latest_ready_revision: None,
+        traffic: Vec::new(),
     };
     let p = plan(
         &lf,

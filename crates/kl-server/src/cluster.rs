@@ -13,6 +13,7 @@ use bytes::Bytes;
 use kl_build::BuildLog;
 use kl_core::{FunctionSpec, Runtime, SpecLimits, TenantSpec};
 use kl_gateway::{Gateway, GatewayError, Invocation};
+use kl_k8s::crd::TrafficEntry;
 use kl_k8s::{BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput, names};
 use kl_kube::{Applier, BuildOutcome, KubeError, Readiness};
 use kl_store::RevisionRecord;
@@ -54,15 +55,15 @@ pub(crate) enum ClusterError {
         "the build pushed {image} but reported no digest (Kaniko's --digest-file); the revision cannot be pinned"
     )]
     NoDigest { image: String },
-    /// Knative reported the revision as failed.
-    #[error("Knative did not make {revision} ready: {reason}: {message}")]
+    /// Knative reported the revision, or the route to it, as failed.
+    #[error("Knative did not serve {revision}: {reason}: {message}")]
     NotReady {
         revision: String,
         reason: String,
         message: String,
     },
-    /// The Knative Service did not become ready in time.
-    #[error("{revision} did not become ready within {}s; see `kubectl describe ksvc -n {namespace}`", timeout.as_secs())]
+    /// Knative did not route all traffic to the revision in time.
+    #[error("{revision} did not become ready and take all traffic within {}s; see `kubectl describe ksvc -n {namespace}`", timeout.as_secs())]
     ReadyTimeout {
         revision: String,
         namespace: String,
@@ -201,15 +202,54 @@ impl Cluster {
         }
     }
 
-    /// Applies the tenant Secrets a revision uses (`values`: secret → key → value), then its
-    /// Knative Service with all traffic on it, and waits until Knative serves it. Returns its URL.
+    /// Makes Knative serve `rev` and returns the Service's URL. A revision Knative still has
+    /// (a rollback) only gets the traffic back; any other (a build, a promoted or rolled copy)
+    /// is applied as the Service's newest revision, after the Secrets it uses (`secrets`:
+    /// secret → key → value). Waits until Knative routes every request to it; if it does not,
+    /// the traffic goes back to the `previous` serving revision.
     pub async fn serve(
         &self,
         rev: &RevisionRecord,
         spec: &FunctionSpec,
         image: &str,
         secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+        previous: Option<i64>,
     ) -> Result<String, ClusterError> {
+        let namespace = names::namespace(&rev.tenant)?;
+        let revision = rev.name();
+        if self
+            .applier
+            .knative_revision_exists(&namespace, &revision)
+            .await?
+        {
+            self.applier
+                .set_traffic(&namespace, &rev.function, &[all_to(&revision)])
+                .await?;
+        } else {
+            self.apply_service(rev, spec, image, secrets).await?;
+        }
+        let served = self
+            .wait_until_serving(&namespace, &rev.function, &revision)
+            .await;
+        if served.is_err()
+            && let Some(previous) = previous.filter(|&n| n != rev.number)
+        {
+            let back = all_to(&kl_store::revision_name(&rev.function, previous));
+            if let Err(e) = self.applier.set_traffic(&namespace, &rev.function, &[back]).await {
+                tracing::error!(revision = %revision, error = %e, "cannot move the traffic back to the previous revision");
+            }
+        }
+        served
+    }
+
+    /// Applies the Secrets a revision uses, then its Knative Service with all traffic on it.
+    async fn apply_service(
+        &self,
+        rev: &RevisionRecord,
+        spec: &FunctionSpec,
+        image: &str,
+        secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    ) -> Result<(), ClusterError> {
         for (name, keys) in secrets {
             let text = keys
                 .iter()
@@ -235,27 +275,37 @@ impl Cluster {
             traffic: &[],
         })?;
         self.applier.apply(&Object::KnativeService(service)).await?;
-        let namespace = names::namespace(&rev.tenant)?;
-        let revision = rev.name();
+        Ok(())
+    }
+
+    /// Waits, at most the configured ready timeout, until Knative routes every request of
+    /// `namespace/function` to `revision`; returns the Service's URL.
+    async fn wait_until_serving(
+        &self,
+        namespace: &str,
+        function: &str,
+        revision: &str,
+    ) -> Result<String, ClusterError> {
         let waited = tokio::time::timeout(
             self.config.ready_timeout,
-            self.applier
-                .wait_until_ready(&namespace, &rev.function, &revision),
+            self.applier.wait_until_serving(namespace, function, revision),
         )
         .await
         .map_err(|_| ClusterError::ReadyTimeout {
-            revision: revision.clone(),
-            namespace: namespace.clone(),
+            revision: revision.to_owned(),
+            namespace: namespace.to_owned(),
             timeout: self.config.ready_timeout,
         })??;
         match waited.readiness {
-            Readiness::Ready => waited.url.ok_or(ClusterError::NoUrl { revision }),
+            Readiness::Ready => waited.url.ok_or_else(|| ClusterError::NoUrl {
+                revision: revision.to_owned(),
+            }),
             Readiness::NotReady { reason, message } => Err(ClusterError::NotReady {
-                revision,
+                revision: revision.to_owned(),
                 reason,
                 message,
             }),
-            Readiness::Unknown => unreachable!("wait_until_ready returns once readiness is known"),
+            Readiness::Unknown => unreachable!("wait_until_serving returns once readiness is known"),
         }
     }
 
@@ -352,6 +402,16 @@ impl Cluster {
         builder
             .body(Bytes::from(body))
             .map_err(|e| GatewayError::Upstream(e.to_string()))
+    }
+}
+
+/// A traffic block entry sending every request to `revision`.
+fn all_to(revision: &str) -> TrafficEntry {
+    TrafficEntry {
+        revision_name: revision.to_owned(),
+        latest_revision: false,
+        percent: 100,
+        tag: None,
     }
 }
 

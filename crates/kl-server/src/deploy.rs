@@ -163,8 +163,6 @@ pub(crate) async fn build_job(
     staging: Option<TempDir>,
     claim: BuildClaim,
 ) {
-    // Held until the build ends, whatever its outcome.
-    let _claim = claim;
     let name = rev.name();
     let tenant = state
         .store
@@ -172,7 +170,7 @@ pub(crate) async fn build_job(
         .await
         .map(|t| t.spec)
         .unwrap_or_default();
-    let _slot = state
+    let slot = state
         .builds
         .acquire(&rev.tenant, tenant.priority, tenant.weight)
         .await;
@@ -202,6 +200,9 @@ pub(crate) async fn build_job(
         Err(e) => Err(format!("cannot write the build log: {e}")),
     };
     let ms = started.elapsed().as_millis() as u64;
+    // The build's quota claim and slot are free before its end is announced, so a client that
+    // deploys again on `function.ready` or `build.failed` is not refused.
+    drop((slot, claim));
     match outcome {
         Ok(built) => {
             tracing::info!(revision = %name, ms, digest = %built.digest, "revision ready");
@@ -377,33 +378,54 @@ async fn build_in_cluster(
     log.line(&format!("pushed {}", pushed.image));
     let serve = takes_traffic(state, rev).await?;
     if serve {
-        let secrets = if spec.secrets.is_empty() {
-            Default::default()
-        } else {
-            crate::secrets::RevisionSecrets {
-                store: state.store.clone(),
-                vault: state.vault.clone(),
-                tenant: rev.tenant.clone(),
-                uses: spec.secrets.clone(),
-            }
-            .open()
-            .await?
-        };
-        log.line("applying the Knative Service; waiting for Knative to report it ready");
-        let url = cluster
-            .serve(rev, &spec, &pushed.image, &secrets)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _promotion = state.promote.lock().await;
-        cluster.route(&state.gateway, &rev.tenant, &rev.function, url, &spec);
+        log.line("applying the Knative Service; waiting for Knative to route all traffic to it");
+        roll_out(state, cluster, rev, &spec, &pushed.image).await?;
     } else {
         log.line("a newer revision already serves; this one is built but its Service is not applied");
     }
-    record_ready(state, rev, (&spec, &pushed.digest), started, serve).await?;
+    // The artifact is the image: by digest, in the repository it was pushed to, so a copy in
+    // another tenant (a promotion) runs it from there.
+    record_ready(state, rev, (&spec, &pushed.image), started, serve).await?;
     Ok(Built {
         digest: pushed.digest,
         deps_cached: None,
     })
+}
+
+/// Makes Knative serve `rev` (running `image`) and routes the function to its Service once
+/// it takes all traffic. The caller records it as serving.
+async fn roll_out(
+    state: &AppState,
+    cluster: &Cluster,
+    rev: &RevisionRecord,
+    spec: &kl_core::FunctionSpec,
+    image: &str,
+) -> Result<(), String> {
+    let secrets = if spec.secrets.is_empty() {
+        Default::default()
+    } else {
+        crate::secrets::RevisionSecrets {
+            store: state.store.clone(),
+            vault: state.vault.clone(),
+            tenant: rev.tenant.clone(),
+            uses: spec.secrets.clone(),
+        }
+        .open()
+        .await?
+    };
+    let previous = state
+        .store
+        .function(&rev.tenant, &rev.function)
+        .await
+        .map_err(|e| e.to_string())?
+        .serving_revision;
+    let url = cluster
+        .serve(rev, spec, image, &secrets, previous)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _promotion = state.promote.lock().await;
+    cluster.route(&state.gateway, &rev.tenant, &rev.function, url, spec);
+    Ok(())
 }
 
 /// Re-reads a revision's source from the object store (re-queued builds after a restart).
@@ -442,12 +464,16 @@ async fn store_container_context(state: &AppState, rev: &RevisionRecord, out: &s
 }
 
 /// Makes a copied revision use the built artifact of the revision it copies: its artifact
-/// folder is a link to that one's (resolved, so links never chain).
+/// folder is a link to that one's (resolved, so links never chain). On the Kubernetes backend
+/// the artifact is the image the copied record names: nothing to link.
 pub(crate) async fn link_artifact(
     state: &AppState,
     (tenant, function, number): (&str, &str, i64),
     to: (&str, &str, i64),
 ) -> Result<(), String> {
+    if state.cluster.is_some() {
+        return Ok(());
+    }
     let source = tokio::fs::canonicalize(state.layout.artifact(tenant, function, number))
         .await
         .map_err(|e| format!("the artifact of {} is gone: {e}", revision_name(function, number)))?;
@@ -552,19 +578,6 @@ async fn restore_route(state: &AppState, rev: &RevisionRecord) -> Result<(), Str
     Ok(())
 }
 
-/// Refuses, on the Kubernetes backend, serving a revision other than the one a build just
-/// rolled out (rollback, environment promotion, secret rolls): not built for Knative yet.
-pub(crate) fn local_only(state: &AppState, what: &str) -> Result<(), ApiError> {
-    match state.cluster {
-        None => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotOnKubernetes",
-            format!("{what} is not available with --backend kubernetes yet; deploy the source again instead"),
-        )),
-    }
-}
-
 async fn restore_target(state: &AppState, rev: &RevisionRecord) -> Result<RevisionTarget, String> {
     let spec = rev.spec.clone().ok_or("the revision has no spec")?;
     let launch_path = state
@@ -588,7 +601,6 @@ pub(crate) async fn serve_revision(
     function: &str,
     revision: Option<i64>,
 ) -> Result<ServingChanged, ApiError> {
-    local_only(state, "serving an older or copied revision")?;
     let record = state.store.function(tenant, function).await?;
     let revisions = state.store.revisions(tenant, function).await?;
     let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "Conflict", m);
@@ -628,9 +640,25 @@ pub(crate) async fn serve_revision(
             previous,
         });
     }
-    let target = restore_target(state, rev).await.map_err(ApiError::internal)?;
-    let prepared = state.gateway.prepare(target).await?;
-    {
+    if let Some(cluster) = &state.cluster {
+        let (Some(spec), Some(image)) = (&rev.spec, &rev.artifact_digest) else {
+            return Err(ApiError::internal(format!(
+                "revision {} has no spec or image",
+                rev.name()
+            )));
+        };
+        roll_out(state, cluster, rev, spec, image).await.map_err(|e| {
+            let kept = previous.as_ref().map(|p| format!("; {p} keeps serving"));
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!("{e}{}", kept.unwrap_or_default()),
+            )
+        })?;
+        state.store.set_serving(tenant, function, rev.number).await?;
+    } else {
+        let target = restore_target(state, rev).await.map_err(ApiError::internal)?;
+        let prepared = state.gateway.prepare(target).await?;
         let _promotion = state.promote.lock().await;
         if let Err(e) = state.store.set_serving(tenant, function, rev.number).await {
             prepared.discard().await;

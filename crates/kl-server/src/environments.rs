@@ -51,6 +51,7 @@ pub(crate) async fn create(
         .create_environment(&tenant, &request.name, &spec, &runs_as, &env_spec)
         .await?;
     state.apply_tenant(&runs_as, &env_spec);
+    state.apply_tenant_to_cluster(&runs_as, &env_spec).await?;
     tracing::info!(%tenant, environment = %record.name, share = spec.share, token = %principal.token_id, "environment created");
     Ok((StatusCode::CREATED, Json(view(&state, record, &env_spec).await?)))
 }
@@ -83,6 +84,24 @@ pub(crate) async fn delete(
         .authorize(&caller, Action::ManageEnvironments, Some(&tenant))
         .await?;
     let runs_as = environment_tenant(&tenant, &name).map_err(invalid)?;
+    // The namespace first, as for a tenant: if the cluster refuses, the environment is kept.
+    if let Some(cluster) = &state.cluster {
+        let functions = state.store.function_count(&runs_as).await?;
+        if functions > 0 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("environment {name:?} still has {functions} function(s); delete them first"),
+            ));
+        }
+        cluster.delete_tenant(&runs_as).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!("environment {name:?} is kept: the cluster did not delete its namespace: {e}"),
+            )
+        })?;
+    }
     state.store.delete_environment(&tenant, &name).await?;
     state.egress.remove(&runs_as);
     tracing::info!(%tenant, environment = %name, token = %principal.token_id, "environment deleted");
@@ -159,10 +178,9 @@ pub(crate) async fn promote(
             ),
         )
     })?;
-    crate::deploy::local_only(&state, "promoting between environments")?;
     let rev = state.store.revision(&from, &function, number).await?;
     let (Some(mut spec), Some(digest), RevisionStatus::Ready) =
-        (rev.spec.clone(), rev.artifact_digest.clone(), rev.status)
+        (rev.spec.clone(), rev.digest().map(str::to_owned), rev.status)
     else {
         return Err(ApiError::internal(format!(
             "the serving revision {} is not ready",

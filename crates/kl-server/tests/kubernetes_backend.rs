@@ -10,6 +10,7 @@
 mod fake;
 
 use kl_testkit::archives::{Entry, make_tar_gz};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +41,9 @@ fn python_source() -> Vec<u8> {
     make_tar_gz(&[Entry::file("main.py", body)])
 }
 
-/// How the fake cluster answers a build and a rollout.
+/// How the fake cluster answers builds and rollouts. Knative is modelled as far as the
+/// platform reads it: each namespace's Service `hello` remembers the revisions its templates
+/// created and where its traffic goes, and reports itself ready once that revision is ready.
 #[derive(Clone)]
 struct Cluster {
     /// The build Job's conditions once it ends.
@@ -49,6 +52,18 @@ struct Cluster {
     services_forbidden: bool,
     /// What Knative reports as the Service's address.
     url: String,
+    /// A revision Knative cannot make ready (its pods crash): namespace and name.
+    broken: Option<(String, String)>,
+    /// Per namespace: the Service's generation, revisions created, and the revision that
+    /// takes all traffic.
+    knative: BTreeMap<String, Knative>,
+}
+
+#[derive(Clone, Default)]
+struct Knative {
+    generation: i64,
+    revisions: BTreeSet<String>,
+    traffic: String,
 }
 
 impl Cluster {
@@ -57,10 +72,35 @@ impl Cluster {
             job_conditions: json!([{"type": "Complete", "status": "True"}]),
             services_forbidden: false,
             url: url.to_owned(),
+            broken: None,
+            knative: BTreeMap::new(),
         }
     }
 
-    fn answer(&self, r: &Recorded) -> Answer {
+    /// The Service `hello` in `namespace` as Knative reports it.
+    fn service(&self, namespace: &str) -> Value {
+        let knative = self.knative.get(namespace).cloned().unwrap_or_default();
+        let broken = self
+            .broken
+            .as_ref()
+            .is_some_and(|(ns, revision)| ns == namespace && *revision == knative.traffic);
+        let ready = if broken {
+            json!({"type": "Ready", "status": "False", "reason": "RevisionFailed",
+                   "message": format!("Revision \"{}\" failed with message: container exited.", knative.traffic)})
+        } else {
+            json!({"type": "Ready", "status": "True"})
+        };
+        json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "hello", "namespace": namespace, "generation": knative.generation,
+                         "resourceVersion": format!("{}", 20 + knative.generation)},
+            "status": {"observedGeneration": knative.generation, "url": self.url,
+                       "traffic": [{"revisionName": knative.traffic, "percent": 100}],
+                       "conditions": [ready]},
+        })
+    }
+
+    fn answer(&mut self, r: &Recorded) -> Answer {
         let job = |conditions: Value, version: &str| {
             json!({
                 "apiVersion": "batch/v1", "kind": "Job",
@@ -68,22 +108,30 @@ impl Cluster {
                 "status": {"conditions": conditions},
             })
         };
-        let service = json!({
-            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-            "metadata": {"name": "hello", "namespace": "kl-acme", "generation": 1, "resourceVersion": "21"},
-            "status": {"observedGeneration": 1, "url": self.url, "latestReadyRevisionName": "hello-00001",
-                       "conditions": [{"type": "Ready", "status": "True"}]},
-        });
         let jobs = format!("/apis/batch/v1/namespaces/{BUILDS}/jobs");
         let pods = format!("/api/v1/namespaces/{BUILDS}/pods");
-        let services = "/apis/serving.knative.dev/v1/namespaces/kl-acme/services";
+        let serving = r.path().strip_prefix("/apis/serving.knative.dev/v1/namespaces/");
+        let (namespace, resource) = serving.and_then(|rest| rest.split_once('/')).unwrap_or_default();
         let watching = r.uri.contains("watch=true");
         match (r.method.as_str(), r.path()) {
-            ("PATCH", p) if self.services_forbidden && p.starts_with(services) => status(
+            ("PATCH", _) if self.services_forbidden && resource.starts_with("services") => status(
                 403,
                 "Forbidden",
                 "services.serving.knative.dev \"hello\" is forbidden: User \"system:serviceaccount:knative-lambda:kl\" cannot patch resource",
             ),
+            ("PATCH", _) if resource == "services/hello" => {
+                let body = r.json();
+                let knative = self.knative.entry(namespace.to_owned()).or_default();
+                if let Some(template) = body["spec"]["template"]["metadata"]["name"].as_str() {
+                    knative.revisions.insert(template.to_owned());
+                }
+                knative.traffic = body["spec"]["traffic"][0]["revisionName"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                knative.generation += 1;
+                ok(self.service(namespace))
+            }
             ("PATCH", _) => {
                 let mut object = r.json();
                 object["metadata"]["resourceVersion"] = json!("7");
@@ -111,13 +159,33 @@ impl Cluster {
                 }],
             })),
             ("GET", p) if p == format!("{pods}/build-x7k2p/log") => (200, KANIKO_LOG.to_owned()),
-            ("GET", p) if p == services && watching => (
+            ("GET", _) if resource.starts_with("revisions/") => {
+                let name = &resource["revisions/".len()..];
+                let known = self
+                    .knative
+                    .get(namespace)
+                    .is_some_and(|k| k.revisions.contains(name));
+                if known {
+                    ok(json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                              "metadata": {"name": name, "namespace": namespace}}))
+                } else {
+                    status(
+                        404,
+                        "NotFound",
+                        &format!("revisions.serving.knative.dev \"{name}\" not found"),
+                    )
+                }
+            }
+            ("GET", _) if resource == "services" && watching => (
                 200,
-                format!("{}\n", json!({"type": "MODIFIED", "object": service})),
+                format!(
+                    "{}\n",
+                    json!({"type": "MODIFIED", "object": self.service(namespace)})
+                ),
             ),
-            ("GET", p) if p == services => ok(json!({
+            ("GET", _) if resource == "services" => ok(json!({
                 "apiVersion": "serving.knative.dev/v1", "kind": "ServiceList",
-                "metadata": {"resourceVersion": "21"}, "items": [service],
+                "metadata": {"resourceVersion": "21"}, "items": [self.service(namespace)],
             })),
             _ => status(404, "NotFound", &format!("unexpected {} {}", r.method, r.uri)),
         }
@@ -125,7 +193,7 @@ impl Cluster {
 }
 
 /// A kube client whose requests `cluster` answers, and every request it sent so far.
-fn fake_cluster(cluster: Cluster) -> (kube::Client, Arc<Mutex<Vec<Recorded>>>) {
+fn fake_cluster(mut cluster: Cluster) -> (kube::Client, Arc<Mutex<Vec<Recorded>>>) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let log = sent.clone();
     let (client, _task) = fake::client(move |r| {
@@ -222,9 +290,16 @@ impl Running {
 
     /// Deploys `hello` to `acme` and waits until its build ends, ready or failed.
     async fn deploy_and_wait(&mut self) -> RevisionView {
+        self.deploy_to("acme", 1, python_source()).await
+    }
+
+    /// Deploys `source` as `hello` to `tenant`, where it becomes revision `number`, and waits
+    /// until its build ends, ready or failed.
+    async fn deploy_to(&mut self, tenant: &str, number: i64, source: Vec<u8>) -> RevisionView {
+        let functions = format!("/v1/tenants/{tenant}/functions/hello");
         let accepted = self
-            .request(http::Method::PUT, "/v1/tenants/acme/functions/hello/source")
-            .body(python_source())
+            .request(http::Method::PUT, &format!("{functions}/source"))
+            .body(source)
             .send()
             .await
             .unwrap();
@@ -239,13 +314,31 @@ impl Running {
         })
         .await
         .expect("the build ends within 60s");
-        self.request(http::Method::GET, "/v1/tenants/acme/functions/hello/revisions/1")
+        self.revision(tenant, number).await
+    }
+
+    async fn revision(&self, tenant: &str, number: i64) -> RevisionView {
+        self.request(
+            http::Method::GET,
+            &format!("/v1/tenants/{tenant}/functions/hello/revisions/{number}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    }
+
+    /// POSTs `body` to `path`; the status and the answer's JSON.
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let answer = self
+            .request(http::Method::POST, path)
+            .json(&body)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .unwrap();
+        (answer.status().as_u16(), answer.json().await.unwrap())
     }
 
     async fn build_log(&self) -> String {
@@ -537,4 +630,180 @@ async fn the_kubernetes_backend_refuses_to_start_without_an_s3_store() {
     assert!(matches!(error, ServerError::KubernetesNeedsS3), "{error}");
     assert!(error.to_string().contains("--store s3://"), "{error}");
     assert!(lines(&sent).is_empty(), "nothing was sent to the cluster");
+}
+
+/// The Service `hello`'s requests in `namespace`: (content type, body) of each PATCH.
+fn service_patches(sent: &Mutex<Vec<Recorded>>, namespace: &str) -> Vec<(String, Value)> {
+    let path = format!("/apis/serving.knative.dev/v1/namespaces/{namespace}/services/hello");
+    sent.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path() == path)
+        .map(|r| (r.content_type.clone(), r.json()))
+        .collect()
+}
+
+const MERGE: &str = "application/merge-patch+json";
+
+fn pinned_to(revision: &str) -> Value {
+    json!({"spec": {"traffic": [{"revisionName": revision, "latestRevision": false, "percent": 100}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_promotion_move_knative_traffic_and_a_failed_rollout_moves_it_back() {
+    let endpoint = knative_endpoint().await;
+    let mut cluster = Cluster::succeeding(&endpoint);
+    cluster.broken = Some(("kl-acme-prod".to_owned(), "hello-00002".to_owned()));
+    let (kube, sent) = fake_cluster(cluster);
+    let mut server = Running::start(kube).await;
+    server.create_tenant("acme").await;
+    for env in ["dev", "prod"] {
+        let (code, created) = server
+            .post("/v1/tenants/acme/environments", json!({"name": env, "share": 40}))
+            .await;
+        assert_eq!(code, 201, "{created}");
+        sent_to(&sent, "PATCH", &format!("/api/v1/namespaces/kl-acme-{env}"));
+    }
+
+    let second = make_tar_gz(&[Entry::file(
+        "main.py",
+        "def handler(event, context=None):\n    return {'v': 2}\n",
+    )]);
+    assert_eq!(
+        server.deploy_to("acme-dev", 1, python_source()).await.state,
+        RevisionState::Ready
+    );
+    let v2 = server.deploy_to("acme-dev", 2, second).await;
+    assert!(v2.serving, "{v2:?}");
+    assert_eq!(v2.digest.as_deref(), Some(DIGEST));
+    assert_eq!(
+        v2.image.as_deref(),
+        Some(format!("{REGISTRY}/acme-dev/hello@{DIGEST}").as_str())
+    );
+    let applies = service_patches(&sent, "kl-acme-dev").len();
+    assert_eq!(applies, 2, "one apply per build");
+
+    // Rollback: Knative still has revision 1, so only the traffic moves (a merge patch).
+    let (code, changed) = server
+        .post("/v1/tenants/acme-dev/functions/hello/rollback", json!({}))
+        .await;
+    assert_eq!(code, 200, "{changed}");
+    assert_eq!(changed["serving"], "hello-00001");
+    assert_eq!(changed["previous"], "hello-00002");
+    let patches = service_patches(&sent, "kl-acme-dev");
+    assert_eq!(patches.len(), applies + 1);
+    assert_eq!(patches[applies], (MERGE.to_owned(), pinned_to("hello-00001")));
+    assert!(server.revision("acme-dev", 1).await.serving);
+    let invoked = server
+        .request(http::Method::POST, "/fn/acme-dev/hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoked.status(), 200, "still routed after the rollback");
+
+    // Promotion: prod has no revision yet, so its Service is applied with dev's image.
+    let (code, promoted) = server
+        .post(
+            "/v1/tenants/acme/functions/hello/promote",
+            json!({"from": "dev", "to": "prod"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{promoted}");
+    assert_eq!(promoted["fromRevision"], "hello-00001");
+    assert_eq!(promoted["revision"], "hello-00001");
+    assert_eq!(promoted["digest"], DIGEST);
+    let prod = service_patches(&sent, "kl-acme-prod");
+    assert_eq!(prod.len(), 1);
+    assert_eq!(prod[0].0, "application/apply-patch+yaml");
+    assert_eq!(
+        prod[0].1["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{REGISTRY}/acme-dev/hello@{DIGEST}"),
+        "the promoted revision runs the image built in dev"
+    );
+
+    // Dev back on revision 2, promoted again: Knative cannot make prod's copy ready, so the
+    // promotion fails, prod's traffic goes back to its revision 1, and that one still serves.
+    let (code, changed) = server
+        .post(
+            "/v1/tenants/acme-dev/functions/hello/rollback",
+            json!({"revision": 2}),
+        )
+        .await;
+    assert_eq!(code, 200, "{changed}");
+    let (code, refused) = server
+        .post(
+            "/v1/tenants/acme/functions/hello/promote",
+            json!({"from": "dev", "to": "prod"}),
+        )
+        .await;
+    assert_eq!(code, 502, "{refused}");
+    assert_eq!(refused["error"]["code"], "ClusterRefused", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("RevisionFailed") && message.ends_with("hello-00001 keeps serving"),
+        "{message}"
+    );
+    let prod = service_patches(&sent, "kl-acme-prod");
+    assert_eq!(prod.len(), 3, "apply revision 2, then move the traffic back");
+    assert_eq!(prod[2], (MERGE.to_owned(), pinned_to("hello-00001")));
+    assert!(server.revision("acme-prod", 1).await.serving);
+    assert!(!server.revision("acme-prod", 2).await.serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_change_rolls_its_functions_onto_a_new_knative_revision_with_the_new_value() {
+    let endpoint = knative_endpoint().await;
+    let (kube, sent) = fake_cluster(Cluster::succeeding(&endpoint));
+    let mut server = Running::start(kube).await;
+    server.create_tenant("acme").await;
+    let put_secret = |server: &Running, value: &str| {
+        server
+            .request(http::Method::PUT, "/v1/tenants/acme/secrets/db")
+            .json(&json!({"data": {"PASSWORD": value}}))
+            .send()
+    };
+    assert_eq!(put_secret(&server, "one").await.unwrap().status(), 200);
+    let source = make_tar_gz(&[
+        Entry::file(
+            "main.py",
+            "import os\ndef handler(event, context=None):\n    return len(os.environ['DB_PASSWORD'])\n",
+        ),
+        Entry::file("kl.yaml", "secretEnv:\n  DB_PASSWORD: db.PASSWORD\n"),
+    ]);
+    let v1 = server.deploy_to("acme", 1, source).await;
+    assert!(v1.serving, "{v1:?}");
+
+    let answer = put_secret(&server, "two").await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let set: Value = answer.json().await.unwrap();
+    assert_eq!(set["rolled"], json!(["hello-00002"]), "{set}");
+    let v2 = server.revision("acme", 2).await;
+    assert!(v2.serving);
+    assert_eq!(v2.image, v1.image, "the same image, restarted");
+
+    let secrets: Vec<Value> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path() == "/api/v1/namespaces/kl-acme/secrets/kl-secret-db")
+        .map(Recorded::json)
+        .collect();
+    let values: Vec<&Value> = secrets.iter().map(|s| &s["data"]["PASSWORD"]).collect();
+    // base64 of "one", then of "two": the new value is in the cluster before the new revision.
+    assert_eq!(values, [&json!("b25l"), &json!("dHdv")]);
+    let applies = service_patches(&sent, "kl-acme");
+    assert_eq!(applies.len(), 2);
+    let template = &applies[1].1["spec"]["template"];
+    assert_eq!(template["metadata"]["name"], "hello-00002");
+    assert_eq!(
+        template["spec"]["containers"][0]["image"],
+        format!("{REGISTRY}/acme/hello@{DIGEST}")
+    );
+    let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "DB_PASSWORD"
+            && e["valueFrom"]["secretKeyRef"]
+                == json!({"name": "kl-secret-db", "key": "PASSWORD", "optional": false})),
+        "{env:?}"
+    );
 }

@@ -52,6 +52,9 @@ pub struct RevisionRecord {
     pub spec: Option<FunctionSpec>,
     pub source_key: String,
     pub source_digest: String,
+    /// What the build made, once built: `sha256:…` of the artifact folder, or on the
+    /// Kubernetes backend the pushed image by digest (`registry/tenant/function@sha256:…`), so
+    /// a copy in another tenant still names the repository that holds it.
     pub artifact_digest: Option<String>,
     pub error: Option<String>,
     pub build_ms: Option<u64>,
@@ -63,6 +66,17 @@ impl RevisionRecord {
     /// Knative-style revision name, e.g. `hello-00003`.
     pub fn name(&self) -> String {
         revision_name(&self.function, self.number)
+    }
+
+    /// The artifact's digest (`sha256:…`), also when the artifact is an image.
+    pub fn digest(&self) -> Option<&str> {
+        let artifact = self.artifact_digest.as_deref()?;
+        Some(artifact.rsplit_once('@').map_or(artifact, |(_, digest)| digest))
+    }
+
+    /// The image the revision runs, by digest, when it was built in a cluster.
+    pub fn image(&self) -> Option<&str> {
+        self.artifact_digest.as_deref().filter(|a| a.contains('@'))
     }
 }
 

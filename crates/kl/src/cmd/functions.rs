@@ -90,6 +90,14 @@ pub async fn describe(client: &Client, args: DescribeArgs) -> Result<()> {
     println!("Tenant:     {}", f.tenant);
     println!("URL:        {}{}", client.base(), f.url);
     println!("Serving:    {}", f.serving_revision.as_deref().unwrap_or("-"));
+    if let Some(image) = detail
+        .revisions
+        .iter()
+        .find(|r| r.serving)
+        .and_then(|r| r.image.as_deref())
+    {
+        println!("Image:      {image}");
+    }
     if let Some(spec) = &detail.spec {
         println!("Runtime:    {}", spec.runtime);
         println!("Handler:    {}", spec.handler);
