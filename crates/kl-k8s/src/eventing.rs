@@ -8,13 +8,14 @@ use std::time::Duration;
 use kl_events::delivery::{BackoffPolicy, DeliveryPolicy, Sink};
 use kl_events::filter::{Filter, Match};
 use kl_events::schedule::Schedule;
+use kl_events::trigger::TriggerSpec as PlatformTrigger;
 
-use crate::RenderError;
 use crate::crd::{
     AttributesFilter, Broker, BrokerSpec, DeliverySpec, Destination, KReference, PingSource, PingSourceSpec,
     SERVING_V1, Trigger, TriggerSpec,
 };
 use crate::names;
+use crate::{Object, RenderError};
 
 /// The name of every tenant's broker; triggers and sources of the tenant point at it.
 pub const BROKER_NAME: &str = "default";
@@ -118,6 +119,31 @@ fn filters(filter: &Filter) -> (Option<AttributesFilter>, Dialects) {
         })
         .collect();
     (None, dialects)
+}
+
+/// Renders trigger `name` of `tenant` as Knative delivers it: a schedule as a PingSource, a
+/// filter as a Trigger on the tenant's Broker with its delivery policy.
+pub fn render_trigger_spec(tenant: &str, name: &str, spec: &PlatformTrigger) -> Result<Object, RenderError> {
+    Ok(match &spec.schedule {
+        Some(schedule) => {
+            let data = spec.data.as_ref().map(|d| d.to_string());
+            Object::PingSource(render_ping_source(&PingSourceInput {
+                tenant,
+                name,
+                function: &spec.function,
+                schedule,
+                data: data.as_deref(),
+                content_type: data.as_ref().map(|_| "application/json"),
+            })?)
+        }
+        None => Object::Trigger(render_trigger(&TriggerInput {
+            tenant,
+            name,
+            function: &spec.function,
+            filter: &spec.filters,
+            delivery: Some(&spec.delivery),
+        })?),
+    })
 }
 
 /// What a ping source is rendered from.

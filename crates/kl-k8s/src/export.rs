@@ -7,9 +7,8 @@ use kl_core::{FunctionSpec, TenantSpec};
 use kl_events::trigger::TriggerSpec;
 
 use crate::{
-    BrokerInput, Object, PingSourceInput, PlatformSettings, RenderError, ServiceInput, TriggerInput,
-    render_broker, render_build_namespace, render_knative_service, render_ping_source,
-    render_priority_classes, render_tenant, render_trigger,
+    BrokerInput, Object, PlatformSettings, RenderError, ServiceInput, render_broker, render_build_namespace,
+    render_knative_service, render_priority_classes, render_tenant, render_trigger_spec,
 };
 
 /// A tenant as the control plane holds it.
@@ -81,26 +80,7 @@ pub fn render_platform(
             })?));
         }
         for (name, trigger) in &tenant.triggers {
-            objects.push(match &trigger.schedule {
-                Some(schedule) => {
-                    let data = trigger.data.as_ref().map(|d| d.to_string());
-                    Object::PingSource(render_ping_source(&PingSourceInput {
-                        tenant: &tenant.name,
-                        name,
-                        function: &trigger.function,
-                        schedule,
-                        data: data.as_deref(),
-                        content_type: data.as_ref().map(|_| "application/json"),
-                    })?)
-                }
-                None => Object::Trigger(render_trigger(&TriggerInput {
-                    tenant: &tenant.name,
-                    name,
-                    function: &trigger.function,
-                    filter: &trigger.filters,
-                    delivery: Some(&trigger.delivery),
-                })?),
-            });
+            objects.push(render_trigger_spec(&tenant.name, name, trigger)?);
         }
     }
     Ok(objects)

@@ -42,6 +42,7 @@ pub use build_job::{BuildJobInput, BuildResources, KANIKO_IMAGE, Registry, rende
 pub use crd::{Broker, KnativeService, PingSource, Trigger};
 pub use eventing::{
     BrokerInput, PingSourceInput, TriggerInput, render_broker, render_ping_source, render_trigger,
+    render_trigger_spec,
 };
 pub use export::{ExportSettings, FunctionState, TenantState, render_platform};
 pub use knative_service::{

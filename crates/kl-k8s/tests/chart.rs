@@ -94,7 +94,7 @@ fn a_replicated_server_without_shared_backends_is_refused() {
 }
 
 #[test]
-fn the_kubernetes_backend_needs_a_registry_and_an_s3_store() {
+fn the_kubernetes_backend_needs_a_registry_and_an_s3_store_and_knative_eventing_a_cluster() {
     if !helm_available() {
         return;
     }
@@ -107,6 +107,7 @@ fn the_kubernetes_backend_needs_a_registry_and_an_s3_store() {
             "store.url=,replicaCount=1,autoscaling.enabled=false",
             "backend kubernetes needs store.url",
         ),
+        ("backend=local", "eventing knative needs backend kubernetes"),
     ] {
         let out = Command::new("helm")
             .args(["template", "knative-lambda"])

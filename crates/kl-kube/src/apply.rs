@@ -125,6 +125,42 @@ impl Applier {
         Ok(())
     }
 
+    /// Removes trigger `name` of a tenant in whichever kind it was rendered as (Trigger or
+    /// PingSource), but not `except`, the kind it was just applied as: a trigger may change
+    /// from one to the other. Already absent is success.
+    pub async fn delete_trigger(
+        &self,
+        tenant: &str,
+        name: &str,
+        except: Option<&str>,
+    ) -> Result<(), KubeError> {
+        let ns = names::namespace(tenant)?;
+        for resource in [
+            knative(crd::EVENTING_V1, "Trigger", "triggers"),
+            knative(crd::SOURCES_V1, "PingSource", "pingsources"),
+        ] {
+            if except == Some(resource.kind.as_str()) {
+                continue;
+            }
+            match self
+                .api(&resource, &ns)
+                .delete(name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => {
+                    return Err(KubeError::from_kube(
+                        "delete",
+                        target(&resource.kind, &ns, name),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a tenant: its namespace, and with it everything in it. Already absent is success.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), KubeError> {
         let ns = names::namespace(tenant)?;

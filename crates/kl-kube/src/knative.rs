@@ -201,6 +201,25 @@ impl Applier {
     }
 }
 
+impl Applier {
+    /// Where events for Broker `ns/name` are posted (`status.address.url`), once Knative has
+    /// made it ready; `None` before, or without the Broker.
+    pub async fn broker_url(&self, ns: &str, name: &str) -> Result<Option<String>, KubeError> {
+        let resource = knative(crd::EVENTING_V1, "Broker", "brokers");
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client().clone(), ns, &resource);
+        let broker = api
+            .get_opt(name)
+            .await
+            .map_err(|e| KubeError::from_kube("read", target("Broker", ns, name), e))?;
+        Ok(broker.and_then(|b| {
+            b.data
+                .pointer("/status/address/url")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned)
+        }))
+    }
+}
+
 fn service_resource() -> kube::api::ApiResource {
     knative(crd::SERVING_V1, "Service", "services")
 }

@@ -1,8 +1,10 @@
 //! The Kubernetes backend (`kl server --backend kubernetes`): tenants become namespace sets,
 //! builds Kaniko Jobs, revisions Knative Services — each rendered by `kl-k8s` and applied by
 //! `kl-kube` — and invocations are proxied to the function's Knative Service after the
-//! gateway's rate limits. Eventing stays in the control plane: its bus delivers to functions
-//! through that same proxy, so Knative Triggers or PingSources would deliver twice.
+//! gateway's rate limits. Eventing is the platform bus's, delivering through that same proxy,
+//! or with `--eventing knative` Knative Eventing's: each tenant gets a Broker, each trigger a
+//! Trigger or PingSource, and the platform hands accepted events to the Broker (never both, so
+//! nothing is delivered twice).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,9 +14,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use kl_build::BuildLog;
 use kl_core::{FunctionSpec, Runtime, SpecLimits, TenantSpec};
+use kl_events::trigger::TriggerSpec;
 use kl_gateway::{Gateway, GatewayError, Invocation};
 use kl_k8s::crd::TrafficEntry;
-use kl_k8s::{BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput, names};
+use kl_k8s::{
+    BrokerInput, BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput, names,
+};
 use kl_kube::{Applier, BuildOutcome, KubeError, Readiness};
 use kl_store::RevisionRecord;
 
@@ -29,6 +34,8 @@ const BUILD_RESOURCES: BuildResources = BuildResources {
 };
 /// How long a finished build Job (and its log) stays for the control plane to read.
 const BUILD_TTL: Duration = Duration::from_secs(3600);
+/// How long a Broker may take to accept an event.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Headers that describe one hop, not the request: never forwarded to or from a function.
 const HOP_BY_HOP: [&str; 7] = [
     "host",
@@ -101,6 +108,8 @@ pub(crate) struct Cluster {
     /// `s3://bucket[/prefix]`: where Kaniko reads the contexts the server stores.
     store_url: String,
     routes: ArcSwap<HashMap<String, Arc<Route>>>,
+    /// Each tenant's Broker address, once read (`--eventing knative`).
+    brokers: ArcSwap<HashMap<String, String>>,
     http: reqwest::Client,
     max_response_bytes: usize,
 }
@@ -129,15 +138,99 @@ impl Cluster {
             store_url: objects.to_string(),
             config,
             routes: ArcSwap::from_pointee(HashMap::new()),
+            brokers: ArcSwap::from_pointee(HashMap::new()),
             http: reqwest::Client::new(),
             max_response_bytes,
         })
     }
 
-    /// Applies a tenant's namespace, quota, limits, network policies and roles.
+    /// Whether Knative Eventing delivers events (`--eventing knative`).
+    pub fn knative_eventing(&self) -> bool {
+        self.config.knative_eventing.is_some()
+    }
+
+    /// Applies a tenant's namespace, quota, limits, network policies and roles, and with
+    /// Knative Eventing its Broker.
     pub async fn apply_tenant(&self, tenant: &str, spec: &TenantSpec) -> Result<(), ClusterError> {
-        let objects = kl_k8s::render_tenant(tenant, spec, &self.config.platform)?;
+        let mut objects = kl_k8s::render_tenant(tenant, spec, &self.config.platform)?;
+        if let Some(rabbitmq_config) = &self.config.knative_eventing {
+            objects.push(Object::Broker(kl_k8s::render_broker(&BrokerInput {
+                tenant,
+                rabbitmq_config,
+                delivery: None,
+            })?));
+        }
         Ok(self.applier.apply_all(&objects).await?)
+    }
+
+    /// Applies a trigger as Knative delivers it (a Trigger, or a PingSource for a schedule),
+    /// and removes what it was rendered as before if its kind changed.
+    pub async fn apply_trigger(
+        &self,
+        tenant: &str,
+        name: &str,
+        spec: &TriggerSpec,
+    ) -> Result<(), ClusterError> {
+        let object = kl_k8s::render_trigger_spec(tenant, name, spec)?;
+        self.applier.apply(&object).await?;
+        Ok(self
+            .applier
+            .delete_trigger(tenant, name, Some(object.kind()))
+            .await?)
+    }
+
+    pub async fn delete_trigger(&self, tenant: &str, name: &str) -> Result<(), KubeError> {
+        self.applier.delete_trigger(tenant, name, None).await
+    }
+
+    /// Posts an event (binary-mode headers and body) to the tenant's Broker; its answer's
+    /// status, or why there was none. The Broker's address is read once, and again after a
+    /// failed post (a re-created Broker may have moved).
+    pub async fn post_to_broker(
+        &self,
+        tenant: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<http::StatusCode, String> {
+        let url = match self.brokers.load().get(tenant).cloned() {
+            Some(url) => url,
+            None => {
+                let namespace = names::namespace(tenant).map_err(|e| e.to_string())?;
+                let url = self
+                    .applier
+                    .broker_url(&namespace, kl_k8s::eventing::BROKER_NAME)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!("the Broker of tenant {tenant:?} has no address yet (is it ready? `kubectl describe broker -n {namespace}`)")
+                    })?;
+                self.brokers.rcu(|brokers| {
+                    let mut next = HashMap::clone(brokers);
+                    next.insert(tenant.to_owned(), url.clone());
+                    next
+                });
+                url
+            }
+        };
+        let sent = self
+            .http
+            .post(&url)
+            .headers(headers)
+            .body(body)
+            .timeout(BROKER_TIMEOUT)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => Ok(response.status()),
+            Err(e) => {
+                self.brokers.rcu(|brokers| {
+                    let mut next = HashMap::clone(brokers);
+                    next.remove(tenant);
+                    next
+                });
+                Err(format!("the Knative Broker at {url} did not answer: {e}"))
+            }
+        }
     }
 
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), KubeError> {

@@ -92,6 +92,10 @@ pub struct KubernetesConfig {
     pub pull_secret: Option<String>,
     /// How long a Knative Service may take to become Ready after it is applied.
     pub ready_timeout: Duration,
+    /// With Knative Eventing, the `RabbitmqBrokerConfig` every tenant's Broker uses: triggers
+    /// become Knative Triggers and PingSources, and accepted events go to the tenant's Broker.
+    /// `None`: the platform's own bus delivers them, through the proxy to the Service.
+    pub knative_eventing: Option<String>,
     /// Namespaces, priority classes and the build namespace, as rendered by `kl-k8s`.
     pub platform: kl_k8s::PlatformSettings,
 }
@@ -104,6 +108,7 @@ impl KubernetesConfig {
             store_credentials_secret: None,
             pull_secret: None,
             ready_timeout: Duration::from_secs(300),
+            knative_eventing: None,
             platform: kl_k8s::PlatformSettings::default(),
         }
     }

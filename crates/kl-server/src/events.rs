@@ -37,7 +37,8 @@ pub(crate) use ingress::{ingest, ingest_own};
 pub(crate) use schedule::scheduler;
 pub(crate) use tail::follow;
 pub(crate) use triggers::{
-    TriggerRegistry, create_trigger, delete_trigger, describe_trigger, list_triggers, put_trigger,
+    TriggerRegistry, apply_to_cluster as apply_trigger_to_cluster, create_trigger, delete_trigger,
+    describe_trigger, list_triggers, put_trigger,
 };
 
 /// Who a queued delivery is for; stored in the broker as its `subscriber` string (short: AMQP
@@ -52,6 +53,8 @@ pub(crate) enum Subscriber {
     Invocation(String),
     /// An async invocation's destination: the event is its response.
     Destination(String),
+    /// The tenant's Knative Broker (`--eventing knative`), whose Triggers deliver it.
+    KnativeBroker,
 }
 
 impl fmt::Display for Subscriber {
@@ -59,6 +62,7 @@ impl fmt::Display for Subscriber {
         match self {
             Subscriber::Trigger(name) => write!(f, "trigger:{name}"),
             Subscriber::Command => f.write_str("command"),
+            Subscriber::KnativeBroker => f.write_str("knative-broker"),
             Subscriber::Invocation(id) => write!(f, "invocation:{id}"),
             Subscriber::Destination(id) => write!(f, "destination:{id}"),
         }
@@ -71,6 +75,7 @@ impl FromStr for Subscriber {
     fn from_str(s: &str) -> Result<Subscriber, String> {
         match s.split_once(':') {
             None if s == "command" => Ok(Subscriber::Command),
+            None if s == "knative-broker" => Ok(Subscriber::KnativeBroker),
             Some(("trigger", name)) => Ok(Subscriber::Trigger(name.to_owned())),
             Some(("invocation", id)) => Ok(Subscriber::Invocation(id.to_owned())),
             Some(("destination", id)) => Ok(Subscriber::Destination(id.to_owned())),

@@ -223,7 +223,8 @@ impl Server {
                 Arc::new(AmqpBroker::connect(url, options).await?)
             }
         };
-        let triggers = events::TriggerRegistry::load(&store).await?;
+        let knative_eventing = cluster.as_ref().is_some_and(cluster::Cluster::knative_eventing);
+        let triggers = events::TriggerRegistry::load(&store, knative_eventing).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Listen {
@@ -255,6 +256,13 @@ impl Server {
             state.apply_tenant(&tenant.name, &tenant.spec);
             if let Err(e) = state.apply_tenant_to_cluster(&tenant.name, &tenant.spec).await {
                 tracing::error!(tenant = %tenant.name, error = %e.message, "the tenant's objects are not in the cluster");
+            }
+        }
+        for trigger in state.store.triggers().await? {
+            let applied =
+                events::apply_trigger_to_cluster(&state, &trigger.tenant, &trigger.name, &trigger.spec);
+            if let Err(e) = applied.await {
+                tracing::error!(tenant = %trigger.tenant, trigger = %trigger.name, error = %e.message, "the trigger is not in the cluster");
             }
         }
         // Budgets' hard caps hold before any instance can start again.

@@ -57,6 +57,8 @@ struct Cluster {
     /// Per namespace: the Service's generation, revisions created, and the revision that
     /// takes all traffic.
     knative: BTreeMap<String, Knative>,
+    /// Where each tenant's Broker takes events (`status.address.url`).
+    broker_url: String,
 }
 
 #[derive(Clone, Default)]
@@ -74,6 +76,7 @@ impl Cluster {
             url: url.to_owned(),
             broken: None,
             knative: BTreeMap::new(),
+            broker_url: "http://unused.invalid".to_owned(),
         }
     }
 
@@ -159,6 +162,11 @@ impl Cluster {
                 }],
             })),
             ("GET", p) if p == format!("{pods}/build-x7k2p/log") => (200, KANIKO_LOG.to_owned()),
+            ("GET", "/apis/eventing.knative.dev/v1/namespaces/kl-acme/brokers/default") => ok(json!({
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                "metadata": {"name": "default", "namespace": "kl-acme"},
+                "status": {"address": {"url": self.broker_url}},
+            })),
             ("GET", _) if resource.starts_with("revisions/") => {
                 let name = &resource["revisions/".len()..];
                 let known = self
@@ -236,6 +244,12 @@ struct Running {
 
 impl Running {
     async fn start(kube: kube::Client) -> Running {
+        Running::start_with(kube, None).await
+    }
+
+    /// A server whose events Knative Eventing delivers, when `rabbitmq_config` names the
+    /// Brokers' `RabbitmqBrokerConfig`.
+    async fn start_with(kube: kube::Client, rabbitmq_config: Option<&str>) -> Running {
         let s3 = S3Server::start();
         s3.create_bucket(BUCKET);
         let builder = AmazonS3Builder::new()
@@ -251,7 +265,9 @@ impl Running {
             bucket: BUCKET.to_owned(),
             prefix: PREFIX.to_owned(),
         };
-        config.backend = Backend::Kubernetes(Box::new(KubernetesConfig::new(REGISTRY.to_owned())));
+        let mut kubernetes = KubernetesConfig::new(REGISTRY.to_owned());
+        kubernetes.knative_eventing = rabbitmq_config.map(str::to_owned);
+        config.backend = Backend::Kubernetes(Box::new(kubernetes));
         let connections = Connections {
             objects: Some(store.clone()),
             kube: Some(kube),
@@ -806,4 +822,140 @@ async fn a_secret_change_rolls_its_functions_onto_a_new_knative_revision_with_th
                 == json!({"name": "kl-secret-db", "key": "PASSWORD", "optional": false})),
         "{env:?}"
     );
+}
+
+/// A Knative Broker's ingress on loopback: every event posted to it, as (ce-id, ce-type).
+async fn broker_ingress() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let tx = tx.clone();
+        async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let _ = tx.send((header("ce-id"), header("ce-type")));
+            http::StatusCode::ACCEPTED
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/kl-acme/default", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// The requests sent for the `kind` (`triggers`, `pingsources`, `brokers`) object `name` in
+/// kl-acme, in order.
+fn eventing_requests(sent: &Mutex<Vec<Recorded>>, kind: &str, name: &str) -> Vec<Recorded> {
+    let group = if kind == "pingsources" {
+        "sources.knative.dev"
+    } else {
+        "eventing.knative.dev"
+    };
+    let path = format!("/apis/{group}/v1/namespaces/kl-acme/{kind}/{name}");
+    sent.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path() == path)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_knative_eventing_tenants_get_brokers_triggers_become_knative_objects_and_events_go_to_the_broker()
+ {
+    let (broker_url, mut posted) = broker_ingress().await;
+    let mut cluster = Cluster::succeeding(&knative_endpoint().await);
+    cluster.broker_url = broker_url;
+    let (kube, sent) = fake_cluster(cluster);
+    let mut server = Running::start_with(kube, Some("kl-rabbitmq")).await;
+    server.create_tenant("acme").await;
+    let broker = eventing_requests(&sent, "brokers", "default");
+    assert_eq!(broker.len(), 1);
+    let rendered = kl_k8s::render_broker(&kl_k8s::BrokerInput {
+        tenant: "acme",
+        rabbitmq_config: "kl-rabbitmq",
+        delivery: None,
+    })
+    .unwrap();
+    assert_eq!(
+        broker[0].json(),
+        serde_json::to_value(Object::Broker(rendered)).unwrap()
+    );
+    assert!(server.deploy_to("acme", 1, python_source()).await.serving);
+
+    // A filter trigger becomes a Trigger on the Broker, exactly as rendered.
+    let spec = json!({"function": "hello", "filters": [{"exact": {"type": "com.example.order"}}]});
+    let (code, created) = server
+        .post(
+            "/v1/tenants/acme/triggers",
+            json!({"name": "orders", "spec": spec}),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let applied = eventing_requests(&sent, "triggers", "orders");
+    assert_eq!(applied.len(), 1);
+    assert!(applied[0].uri.ends_with(APPLY), "{}", applied[0].uri);
+    let trigger: kl_events::trigger::TriggerSpec = serde_json::from_value(spec).unwrap();
+    let rendered = kl_k8s::render_trigger_spec("acme", "orders", &trigger).unwrap();
+    assert_eq!(applied[0].json(), serde_json::to_value(&rendered).unwrap());
+
+    // An accepted event goes to the tenant's Broker (which the Trigger delivers from), once.
+    let event = server
+        .request(http::Method::POST, "/v1/tenants/acme/events")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "order-1")
+        .header("ce-source", "/shop")
+        .header("ce-type", "com.example.order")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(event.status(), 202);
+    let order = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (id, ty) = posted.recv().await.expect("the ingress runs");
+            if id == "order-1" {
+                return ty;
+            }
+        }
+    })
+    .await
+    .expect("the event reaches the Broker within 30 s");
+    assert_eq!(order, "com.example.order");
+
+    // The same trigger as a schedule becomes a PingSource, and its Trigger goes.
+    let answer = server
+        .request(http::Method::PUT, "/v1/tenants/acme/triggers/orders")
+        .json(&json!({"function": "hello", "schedule": "*/5 * * * *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let ping = eventing_requests(&sent, "pingsources", "orders");
+    assert_eq!(
+        ping.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
+        ["DELETE", "PATCH"],
+        "a DELETE when the filter trigger was applied, then the PingSource"
+    );
+    assert_eq!(ping[1].json()["spec"]["schedule"], "*/5 * * * *");
+    let methods = |kind| {
+        eventing_requests(&sent, kind, "orders")
+            .iter()
+            .map(|r| r.method.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(methods("triggers"), ["PATCH", "DELETE"]);
+
+    let deleted = server
+        .request(http::Method::DELETE, "/v1/tenants/acme/triggers/orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(methods("triggers"), ["PATCH", "DELETE", "DELETE"]);
+    assert_eq!(methods("pingsources"), ["DELETE", "PATCH", "DELETE"]);
 }

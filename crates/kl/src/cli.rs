@@ -98,6 +98,19 @@ pub struct ServerArgs {
     /// `AWS_*` credentials for Kaniko (none when the build pods' identity can read the bucket).
     #[arg(long = "store-credentials-secret", env = "KL_STORE_CREDENTIALS_SECRET")]
     pub store_credentials_secret: Option<String>,
+    /// Who delivers events to functions: `platform` (the server's own bus, `--bus`) or, with
+    /// `--backend kubernetes`, `knative` (Knative Eventing: a RabbitMQ-class Broker per tenant,
+    /// triggers as Triggers and PingSources; accepted events go to the tenant's Broker).
+    #[arg(long, env = "KL_EVENTING", value_enum, default_value_t = EventingKind::Platform)]
+    pub eventing: EventingKind,
+    /// With `--eventing knative`: the `RabbitmqBrokerConfig` in each tenant namespace that its
+    /// Broker uses.
+    #[arg(
+        long = "rabbitmq-broker-config",
+        env = "KL_RABBITMQ_BROKER_CONFIG",
+        default_value = "kl-rabbitmq"
+    )]
+    pub rabbitmq_broker_config: String,
     /// Stop an instance after this long without requests.
     #[arg(long = "idle-timeout", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
@@ -179,6 +192,13 @@ pub struct ServerArgs {
 pub enum BackendKind {
     Local,
     Kubernetes,
+}
+
+/// `--eventing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventingKind {
+    Platform,
+    Knative,
 }
 
 /// `--isolation`.

@@ -129,7 +129,7 @@ fn a_store_the_server_cannot_use_stops_it_at_start() {
 }
 
 #[test]
-fn the_kubernetes_backend_needs_a_registry_and_an_s3_store_before_any_cluster() {
+fn the_kubernetes_backend_and_knative_eventing_refuse_what_they_lack_before_any_cluster() {
     let no_registry = refused_start(&["--backend", "kubernetes"], &[]);
     assert!(
         no_registry.contains("--backend kubernetes needs --registry"),
@@ -142,5 +142,10 @@ fn the_kubernetes_backend_needs_a_registry_and_an_s3_store_before_any_cluster() 
     assert!(
         local_store.contains("--backend kubernetes needs an S3 object store (--store s3://"),
         "{local_store}"
+    );
+    let knative_locally = refused_start(&["--eventing", "knative"], &[]);
+    assert!(
+        knative_locally.contains("--eventing knative needs --backend kubernetes"),
+        "{knative_locally}"
     );
 }

@@ -1,6 +1,6 @@
 //! The dispatcher: takes due deliveries from the broker, at most `dispatch_concurrency` at a
 //! time, hands each to what its subscriber names (a trigger's function, the command executor,
-//! an async invocation or its destination), and settles it: ack, retry after a jittered
+//! an async invocation or its destination, a Knative Broker), and settles it: ack, retry after a jittered
 //! backoff, or dead-letter. At-least-once: a delivery is acked only after its target answered,
 //! so a server that dies mid-delivery delivers it again after the restart.
 
@@ -101,6 +101,7 @@ async fn handle(state: &Arc<AppState>, delivery: Delivery) {
     match subscriber {
         Subscriber::Trigger(name) => to_trigger(state, delivery, &name).await,
         Subscriber::Command => commands::execute(state, delivery).await,
+        Subscriber::KnativeBroker => to_knative_broker(state, delivery).await,
         Subscriber::Invocation(id) => async_invoke::run(state, delivery, &id).await,
         Subscriber::Destination(id) => async_invoke::to_destination(state, delivery, &id).await,
     };
@@ -130,6 +131,13 @@ async fn to_trigger(state: &AppState, delivery: Delivery, name: &str) -> Settled
         }
     }
     settled
+}
+
+/// Hands an event to the tenant's Knative Broker, retried under the default policy: once the
+/// Broker has it, its Triggers' own delivery policies apply.
+async fn to_knative_broker(state: &AppState, delivery: Delivery) -> Settled {
+    let attempt = sink::to_knative_broker(state, &delivery.tenant, &delivery.event).await;
+    settle(state, delivery, attempt, &DeliveryPolicy::default()).await
 }
 
 /// Settles a delivery by what its attempt came to, under `policy`'s retries and backoff.

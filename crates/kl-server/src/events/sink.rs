@@ -141,6 +141,21 @@ pub(crate) async fn to_url(
     }
 }
 
+/// Posts the event, in binary mode, to the tenant's Knative Broker (`--eventing knative`).
+pub(crate) async fn to_knative_broker(state: &AppState, tenant: &str, event: &CloudEvent) -> Attempt {
+    let Some(cluster) = &state.cluster else {
+        return Attempt::Permanent("no cluster: --eventing knative needs --backend kubernetes".to_owned());
+    };
+    let (headers, body) = match to_binary(event) {
+        Ok(binary) => binary,
+        Err(e) => return Attempt::Permanent(format!("the event cannot be sent in binary mode: {e}")),
+    };
+    match cluster.post_to_broker(tenant, headers, body).await {
+        Ok(status) => judge(status, &format!("the Knative Broker of tenant {tenant:?}")),
+        Err(reason) => Attempt::Transient(reason),
+    }
+}
+
 /// Delivers to a function or URL sink.
 pub(crate) async fn to_sink(
     state: &AppState,

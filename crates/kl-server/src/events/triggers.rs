@@ -27,14 +27,18 @@ use crate::state::AppState;
 /// query. Replaced whole (from the store) after every change.
 pub(crate) struct TriggerRegistry {
     by_tenant: ArcSwap<HashMap<String, Arc<[TriggerRecord]>>>,
+    /// Knative Eventing delivers (`--eventing knative`): events go to the tenant's Broker,
+    /// whose Triggers and PingSources do the matching and the schedules.
+    knative: bool,
     /// Wakes the scheduler when schedules may have changed.
     pub changed: Notify,
 }
 
 impl TriggerRegistry {
-    pub async fn load(store: &Store) -> Result<TriggerRegistry, StoreError> {
+    pub async fn load(store: &Store, knative: bool) -> Result<TriggerRegistry, StoreError> {
         let registry = TriggerRegistry {
             by_tenant: ArcSwap::from_pointee(HashMap::new()),
+            knative,
             changed: Notify::new(),
         };
         registry.reload(store).await?;
@@ -63,8 +67,12 @@ impl TriggerRegistry {
             .cloned()
     }
 
-    /// Every schedule trigger of every tenant.
+    /// Every schedule trigger of every tenant the platform fires (none when Knative's
+    /// PingSources do).
     pub fn schedules(&self) -> Vec<TriggerRecord> {
+        if self.knative {
+            return Vec::new();
+        }
         self.by_tenant
             .load()
             .values()
@@ -74,6 +82,8 @@ impl TriggerRegistry {
 
     /// One delivery per (event, matching filter trigger), and one to the command executor
     /// per command event. Schedule triggers subscribe to no events: they get their pings.
+    /// With Knative Eventing, one delivery per event to the tenant's Broker instead of the
+    /// triggers' (commands still reach the executor too).
     pub fn fan_out(&self, tenant: &str, events: &[CloudEvent]) -> Vec<NewDelivery> {
         let all = self.by_tenant.load();
         let triggers = all.get(tenant).map(|t| &t[..]).unwrap_or_default();
@@ -86,6 +96,10 @@ impl TriggerRegistry {
             };
             if is_command(event) {
                 out.push(delivery(Subscriber::Command));
+            }
+            if self.knative {
+                out.push(delivery(Subscriber::KnativeBroker));
+                continue;
             }
             for t in triggers {
                 if t.spec.schedule.is_none() && t.spec.filters.matches(event) {
@@ -135,6 +149,27 @@ async fn check(state: &AppState, tenant: &str, name: &str, spec: &TriggerSpec) -
     Ok(())
 }
 
+/// With Knative Eventing, applies a stored trigger as a Knative Trigger or PingSource. On a
+/// refusal the trigger is saved anyway and the answer says so; applying it again (or a
+/// restart) completes.
+pub(crate) async fn apply_to_cluster(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+    spec: &TriggerSpec,
+) -> Result<(), ApiError> {
+    let Some(cluster) = state.cluster.as_ref().filter(|c| c.knative_eventing()) else {
+        return Ok(());
+    };
+    cluster.apply_trigger(tenant, name, spec).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "ClusterRefused",
+            format!("trigger {name:?} is saved, but the cluster did not take it: {e}; fix the cause and apply the trigger again"),
+        )
+    })
+}
+
 /// `GET /v1/tenants/{t}/triggers`
 pub(crate) async fn list_triggers(
     State(state): State<Arc<AppState>>,
@@ -174,6 +209,7 @@ pub(crate) async fn create_trigger(
         .create_trigger(&tenant, &body.name, &body.spec)
         .await?;
     state.events.triggers.reload(&state.store).await?;
+    apply_to_cluster(&state, &tenant, &body.name, &body.spec).await?;
     tracing::info!(%tenant, trigger = %body.name, token = %principal.token_id, "trigger created");
     Ok((StatusCode::CREATED, Json(view(record))))
 }
@@ -193,6 +229,7 @@ pub(crate) async fn put_trigger(
     check(&state, &tenant, &name, &spec).await?;
     let (record, created) = state.store.put_trigger(&tenant, &name, &spec).await?;
     state.events.triggers.reload(&state.store).await?;
+    apply_to_cluster(&state, &tenant, &name, &spec).await?;
     tracing::info!(%tenant, trigger = %name, created, token = %principal.token_id, "trigger applied");
     let status = if created {
         StatusCode::CREATED
@@ -224,6 +261,17 @@ pub(crate) async fn delete_trigger(
     let principal = state
         .authorize(&caller, Action::ManageTriggers, Some(&tenant))
         .await?;
+    // From the cluster first, as for a tenant: if it refuses, the trigger is kept.
+    if let Some(cluster) = state.cluster.as_ref().filter(|c| c.knative_eventing()) {
+        state.store.trigger(&tenant, &name).await?;
+        cluster.delete_trigger(&tenant, &name).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!("trigger {name:?} is kept: the cluster did not delete it: {e}"),
+            )
+        })?;
+    }
     if !state.store.delete_trigger(&tenant, &name).await? {
         return Err(ApiError::not_found(format!(
             "trigger {name:?} in tenant {tenant:?} not found"
@@ -250,9 +298,10 @@ mod tests {
         }
     }
 
-    fn registry(triggers: Vec<TriggerRecord>) -> TriggerRegistry {
+    fn registry(triggers: Vec<TriggerRecord>, knative: bool) -> TriggerRegistry {
         let registry = TriggerRegistry {
             by_tenant: ArcSwap::from_pointee(HashMap::new()),
+            knative,
             changed: Notify::new(),
         };
         registry
@@ -263,14 +312,7 @@ mod tests {
 
     #[test]
     fn fan_out_matches_filters_routes_commands_and_skips_schedules() {
-        let r = registry(vec![
-            record("all", json!({"function": "f"})),
-            record(
-                "png",
-                json!({"function": "f", "filters": [{"suffix": {"subject": ".png"}}]}),
-            ),
-            record("ping", json!({"function": "f", "schedule": "* * * * *"})),
-        ]);
+        let r = registry(triggers(), false);
         let mut png = CloudEvent::new("com.example.created", "/s".into(), json!({}));
         png.subject = Some("a.png".into());
         let command = CloudEvent::new(kl_events::types::SERVICE_DELETE, "/s".into(), json!({}));
@@ -295,5 +337,38 @@ mod tests {
         assert_eq!(r.schedules().len(), 1);
         assert_eq!(r.get("acme", "png").unwrap().name, "png");
         assert!(r.get("acme", "nope").is_none());
+    }
+
+    fn triggers() -> Vec<TriggerRecord> {
+        vec![
+            record("all", json!({"function": "f"})),
+            record(
+                "png",
+                json!({"function": "f", "filters": [{"suffix": {"subject": ".png"}}]}),
+            ),
+            record("ping", json!({"function": "f", "schedule": "* * * * *"})),
+        ]
+    }
+
+    #[test]
+    fn with_knative_eventing_events_go_to_the_broker_once_and_pings_are_knatives() {
+        let r = registry(triggers(), true);
+        let png = CloudEvent::new("com.example.created", "/s".into(), json!({}));
+        let command = CloudEvent::new(kl_events::types::SERVICE_DELETE, "/s".into(), json!({}));
+        let out = r.fan_out("globex", &[png, command]);
+        let subscribers: Vec<(&str, &str)> = out
+            .iter()
+            .map(|d| (d.event.ty.as_str(), d.subscriber.as_str()))
+            .collect();
+        assert_eq!(
+            subscribers,
+            [
+                ("com.example.created", "knative-broker"),
+                (kl_events::types::SERVICE_DELETE, "command"),
+                (kl_events::types::SERVICE_DELETE, "knative-broker"),
+            ],
+            "every event goes to its tenant's Broker, which matches; commands are run here too"
+        );
+        assert!(r.schedules().is_empty(), "PingSources fire the schedules");
     }
 }

@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use kl_runtime::{Isolation, SandboxConfig};
 
 use crate::cli::{
-    BackendKind, DeployArgs, FunctionRef, InvokeArgs, IsolationMode, QuickstartArgs, ServerArgs,
+    BackendKind, DeployArgs, EventingKind, FunctionRef, InvokeArgs, IsolationMode, QuickstartArgs, ServerArgs,
 };
 use crate::client::Client;
 use crate::cmd::{deploy, invoke};
@@ -89,6 +89,9 @@ pub async fn server(args: ServerArgs, data_dir: PathBuf) -> Result<()> {
 /// The backend `--backend` names, with what it needs (the store is checked by the server).
 fn backend(args: &ServerArgs) -> Result<Backend> {
     match args.backend {
+        BackendKind::Local if args.eventing == EventingKind::Knative => {
+            bail!("--eventing knative needs --backend kubernetes: Knative Eventing runs in the cluster")
+        }
         BackendKind::Local => Ok(Backend::Local),
         BackendKind::Kubernetes => {
             let Some(registry) = args.registry.clone() else {
@@ -99,6 +102,8 @@ fn backend(args: &ServerArgs) -> Result<Backend> {
             let mut config = KubernetesConfig::new(registry);
             config.push_secret = args.registry_push_secret.clone();
             config.store_credentials_secret = args.store_credentials_secret.clone();
+            config.knative_eventing =
+                (args.eventing == EventingKind::Knative).then(|| args.rabbitmq_broker_config.clone());
             Ok(Backend::Kubernetes(Box::new(config)))
         }
     }
