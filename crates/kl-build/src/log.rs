@@ -47,8 +47,9 @@ impl BuildLog {
         Ok(Stdio::from(self.file.try_clone()?))
     }
 
-    /// Counts a finished step's CPU time.
-    pub(crate) fn add_cpu(&self, cpu: Duration) {
+    /// Counts a finished step's CPU time (for a build in a cluster: the CPU it was given for
+    /// as long as it ran, since its actual use is not measured there).
+    pub fn add_cpu(&self, cpu: Duration) {
         let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
         self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
     }

@@ -25,8 +25,8 @@ use thiserror::Error;
 
 pub use admission::Usage;
 use admission::{Ledger, Refusal};
-use metering::Meters;
 pub use metering::{Collected, InstanceSample};
+use metering::{Meters, PoolMeter};
 use metrics::Metrics;
 use pool::RevisionPool;
 pub use pool::{CrashLoop, InstanceStatus, LastExit};
@@ -198,6 +198,8 @@ pub struct Gateway {
     rates: RateLimits,
     metrics: Arc<Metrics>,
     meters: Meters,
+    /// The meters of functions served elsewhere (Knative Services), by route key.
+    elsewhere: std::sync::Mutex<HashMap<String, Arc<PoolMeter>>>,
     config: GatewayConfig,
     scaled: tokio::sync::broadcast::Sender<Scaled>,
 }
@@ -215,6 +217,7 @@ impl Gateway {
             rates: RateLimits::new(),
             metrics: Arc::new(Metrics::new()),
             meters: Meters::default(),
+            elsewhere: std::sync::Mutex::default(),
             config,
             scaled: tokio::sync::broadcast::channel(256).0,
         });
@@ -320,10 +323,43 @@ impl Gateway {
         }
     }
 
-    /// Sets the rate limit of a function served elsewhere (a Knative Service), whose requests
-    /// still pass this gateway's rate limits through [`Gateway::admit_elsewhere`].
-    pub fn set_rate_elsewhere(&self, tenant: &str, function: &str, limit: Option<RateSpec>) {
+    /// Takes over the rate limit and metering of a function served elsewhere (a Knative
+    /// Service), whose requests still pass this gateway's rate limits through
+    /// [`Gateway::admit_elsewhere`] and are metered through [`Gateway::completed_elsewhere`],
+    /// at `memory_bytes` each.
+    pub fn route_elsewhere(&self, tenant: &str, function: &str, limit: Option<RateSpec>, memory_bytes: u64) {
         self.rates.set_function(tenant, function, limit.and_then(rate));
+        let reserved = Resources {
+            cpu_millis: 0,
+            memory_bytes,
+        };
+        let meter = self.meters.register(tenant, function, reserved);
+        self.elsewhere
+            .lock()
+            .expect("elsewhere lock")
+            .insert(route_key(tenant, function), meter);
+    }
+
+    /// Forgets a function served elsewhere; what it metered is still collected.
+    pub fn unroute_elsewhere(&self, tenant: &str, function: &str) {
+        self.rates.set_function(tenant, function, None);
+        self.elsewhere
+            .lock()
+            .expect("elsewhere lock")
+            .remove(&route_key(tenant, function));
+    }
+
+    /// Meters one invocation of a function served elsewhere that took `duration`.
+    pub fn completed_elsewhere(&self, tenant: &str, function: &str, duration: Duration) {
+        let meter = self
+            .elsewhere
+            .lock()
+            .expect("elsewhere lock")
+            .get(&route_key(tenant, function))
+            .cloned();
+        if let Some(meter) = meter {
+            meter.invocation(duration);
+        }
     }
 
     /// Admits one request to a function served elsewhere against the tenant's and the

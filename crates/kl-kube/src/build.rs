@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use kl_k8s::Object;
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::wait::await_condition;
@@ -24,6 +24,15 @@ const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 const KANIKO_CONTAINER: &str = "kaniko";
 /// How long the log may still run once the Job has ended: its last lines, not a stuck stream.
 const LOG_GRACE: Duration = Duration::from_secs(10);
+
+/// A finished build Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRun {
+    pub outcome: BuildOutcome,
+    /// How long its Kaniko container ran (its terminated state's start to finish): what the
+    /// build is metered for, at the resources it was given. `None` if it never started.
+    pub ran: Option<Duration>,
+}
 
 /// How a build Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +68,7 @@ impl Applier {
     /// A log that cannot be read is said in `log` and does not fail the build: the Job's own
     /// outcome decides. A pod that never started has no log. Waits without a deadline of its own: the Job's `activeDeadlineSeconds`
     /// bounds it.
-    pub async fn run_build(&self, job: &Job, mut log: impl FnMut(&str)) -> Result<BuildOutcome, KubeError> {
+    pub async fn run_build(&self, job: &Job, mut log: impl FnMut(&str)) -> Result<BuildRun, KubeError> {
         self.apply(&Object::Job(Box::new(job.clone()))).await?;
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
         let name = job.metadata.name.as_deref().unwrap_or_default();
@@ -91,11 +100,15 @@ impl Applier {
                 Err(_) => log("(the build's log did not end in time)"),
             }
         }
-        Ok(match outcome {
+        let outcome = match outcome {
             BuildOutcome::Succeeded { .. } => BuildOutcome::Succeeded {
                 digest: pod.as_ref().and_then(termination_message),
             },
             failed => failed,
+        };
+        Ok(BuildRun {
+            outcome,
+            ran: pod.as_ref().and_then(kaniko_ran),
         })
     }
 
@@ -209,18 +222,8 @@ impl Applier {
     }
 }
 
-/// The Kaniko container's state: whether it runs or ran, so its log can be read.
-fn kaniko_started(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|statuses| statuses.iter().find(|c| c.name == KANIKO_CONTAINER))
-        .and_then(|c| c.state.as_ref())
-        .is_some_and(|state| state.running.is_some() || state.terminated.is_some())
-}
-
-/// The Kaniko container's termination message: the digest it wrote with `--digest-file`.
-fn termination_message(pod: &Pod) -> Option<String> {
+/// The Kaniko container's state.
+fn kaniko_state(pod: &Pod) -> Option<&ContainerState> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -228,7 +231,24 @@ fn termination_message(pod: &Pod) -> Option<String> {
         .iter()
         .find(|c| c.name == KANIKO_CONTAINER)?
         .state
-        .as_ref()?
+        .as_ref()
+}
+
+/// Whether the Kaniko container runs or ran, so its log can be read.
+fn kaniko_started(pod: &Pod) -> bool {
+    kaniko_state(pod).is_some_and(|state| state.running.is_some() || state.terminated.is_some())
+}
+
+/// How long the Kaniko container ran, once it has ended.
+fn kaniko_ran(pod: &Pod) -> Option<Duration> {
+    let terminated = kaniko_state(pod)?.terminated.as_ref()?;
+    let (started, finished) = (terminated.started_at.as_ref()?, terminated.finished_at.as_ref()?);
+    finished.0.duration_since(started.0).try_into().ok()
+}
+
+/// The Kaniko container's termination message: the digest it wrote with `--digest-file`.
+fn termination_message(pod: &Pod) -> Option<String> {
+    kaniko_state(pod)?
         .terminated
         .as_ref()?
         .message

@@ -15,7 +15,7 @@ pub mod operator;
 pub mod plan;
 
 pub use apply::{Applier, FIELD_MANAGER};
-pub use build::{BuildOutcome, job_outcome};
+pub use build::{BuildOutcome, BuildRun, job_outcome};
 pub use crd::{LambdaFunction, LambdaFunctionSpec, LambdaFunctionStatus};
 pub use error::KubeError;
 pub use knative::{Readiness, ServiceStatus};

@@ -14,7 +14,7 @@ use kl_k8s::{
     BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput, render_build_job,
     render_knative_service, render_tenant,
 };
-use kl_kube::{Applier, BuildOutcome, KubeError, Readiness};
+use kl_kube::{Applier, BuildOutcome, BuildRun, KubeError, Readiness};
 use serde_json::{Value, json};
 use support::fake::{self, Recorded, ok, status};
 
@@ -224,7 +224,10 @@ fn build_api(run: Run, final_conditions: Value) -> impl FnMut(&Recorded) -> (u16
         let state = match (run, followed) {
             (Run::NeverStarts, _) => json!({"waiting": {"reason": "ImagePullBackOff"}}),
             (Run::Live, false) => json!({"running": {"startedAt": "2026-12-07T10:00:00Z"}}),
-            (Run::Live, true) => json!({"terminated": {"exitCode": 0, "message": "sha256:4f2a\n"}}),
+            (Run::Live, true) => json!({"terminated": {
+                "exitCode": 0, "message": "sha256:4f2a\n",
+                "startedAt": "2026-12-07T10:00:00Z", "finishedAt": "2026-12-07T10:01:30Z",
+            }}),
         };
         let watching = r.uri.contains("watch=true");
         match (r.method.as_str(), r.path()) {
@@ -269,7 +272,7 @@ fn build_api(run: Run, final_conditions: Value) -> impl FnMut(&Recorded) -> (u16
 /// returning its outcome, its log lines and every request sent.
 async fn run_build(
     api: impl FnMut(&Recorded) -> (u16, String) + Send + 'static,
-) -> (Result<BuildOutcome, KubeError>, Vec<String>, Vec<Recorded>) {
+) -> (Result<BuildRun, KubeError>, Vec<String>, Vec<Recorded>) {
     let (client, requests) = fake::client(api);
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
@@ -297,8 +300,11 @@ async fn a_build_is_applied_its_log_followed_while_it_runs_and_its_digest_read()
     .await;
     assert_eq!(
         outcome.unwrap(),
-        BuildOutcome::Succeeded {
-            digest: Some("sha256:4f2a".into())
+        BuildRun {
+            outcome: BuildOutcome::Succeeded {
+                digest: Some("sha256:4f2a".into())
+            },
+            ran: Some(Duration::from_secs(90)),
         }
     );
     assert_eq!(log, ["INFO Retrieving image manifest", "INFO Pushing image"]);
@@ -356,7 +362,7 @@ async fn a_failed_build_reports_kubernetes_reason_and_still_gives_its_log() {
     ))
     .await;
     assert_eq!(
-        outcome.unwrap(),
+        outcome.unwrap().outcome,
         BuildOutcome::Failed {
             reason: "BackoffLimitExceeded".into(),
             message: "Job has reached the specified backoff limit".into(),
@@ -378,9 +384,12 @@ async fn a_build_whose_pod_never_started_ends_with_the_jobs_reason_and_reads_no_
     .await;
     assert_eq!(
         outcome.unwrap(),
-        BuildOutcome::Failed {
-            reason: "DeadlineExceeded".into(),
-            message: "Job was active longer than specified deadline".into(),
+        BuildRun {
+            outcome: BuildOutcome::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into(),
+            },
+            ran: None,
         }
     );
     assert!(log.is_empty(), "{log:?}");

@@ -238,7 +238,8 @@ impl Cluster {
     }
 
     /// Builds a revision from the context stored under `context_key` with a Kaniko Job,
-    /// writing the Job's log to `log`.
+    /// writing the Job's log to `log` and counting there the CPU the build was given while
+    /// it ran.
     pub async fn build(
         &self,
         rev: &RevisionRecord,
@@ -280,7 +281,11 @@ impl Cluster {
             self.config.platform.build_namespace,
             job.metadata.name.as_deref().unwrap_or_default()
         ));
-        match self.applier.run_build(&job, |line| log.output(line)).await? {
+        let run = self.applier.run_build(&job, |line| log.output(line)).await?;
+        if let Some(ran) = run.ran {
+            log.add_cpu(reserved_cpu(ran, BUILD_RESOURCES.cpu_millis));
+        }
+        match run.outcome {
             BuildOutcome::Succeeded { digest: Some(digest) } => {
                 let repository = destination
                     .rsplit_once(':')
@@ -409,9 +414,9 @@ impl Cluster {
         Ok(status.and_then(|s| s.url))
     }
 
-    /// Sends the function's invocations to `url`, with its rate limit.
+    /// Sends the function's invocations to `url`, with its rate limit, metered at its memory.
     pub fn route(&self, gateway: &Gateway, tenant: &str, function: &str, url: String, spec: &FunctionSpec) {
-        gateway.set_rate_elsewhere(tenant, function, spec.rate_limit);
+        gateway.route_elsewhere(tenant, function, spec.rate_limit, spec.memory_bytes);
         let route = Arc::new(Route {
             url,
             public: spec.public,
@@ -444,12 +449,13 @@ impl Cluster {
             next.remove(&route_key(tenant, function));
             next
         });
-        gateway.set_rate_elsewhere(tenant, function, None);
+        gateway.unroute_elsewhere(tenant, function);
         self.applier.delete_function(tenant, function).await
     }
 
     /// Proxies one invocation to the function's Knative Service, after the gateway's rate
-    /// limits, bounded by the function's timeout and the response size limit.
+    /// limits, bounded by the function's timeout and the response size limit; an answered one
+    /// is metered (count, duration × memory) as the gateway meters its own.
     pub async fn invoke(
         &self,
         gateway: &Gateway,
@@ -469,6 +475,7 @@ impl Cluster {
             headers.remove(name);
         }
         let url = format!("{}{}", route.url.trim_end_matches('/'), call.path_and_query);
+        let started = std::time::Instant::now();
         let sent = self
             .http
             .request(call.method, url)
@@ -492,10 +499,17 @@ impl Cluster {
             }
             body.extend_from_slice(&chunk);
         }
+        gateway.completed_elsewhere(tenant, function, started.elapsed());
         builder
             .body(Bytes::from(body))
             .map_err(|e| GatewayError::Upstream(e.to_string()))
     }
+}
+
+/// The CPU time a build given `cpu_millis` holds for `ran`: what it is metered for.
+fn reserved_cpu(ran: Duration, cpu_millis: u64) -> Duration {
+    let nanos = ran.as_nanos().saturating_mul(u128::from(cpu_millis)) / 1000;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// A traffic block entry sending every request to `revision`.
@@ -518,5 +532,22 @@ fn upstream(e: reqwest::Error, timeout: Duration) -> GatewayError {
         GatewayError::Timeout(format!("{}s", timeout.as_secs_f64()))
     } else {
         GatewayError::Upstream(format!("the Knative Service did not answer: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_is_metered_for_the_cpu_it_was_given_while_it_ran() {
+        let ran = Duration::from_secs(90);
+        assert_eq!(reserved_cpu(ran, 1000), ran);
+        assert_eq!(reserved_cpu(ran, 500), Duration::from_secs(45));
+        assert_eq!(reserved_cpu(ran, 2500), Duration::from_secs(225));
+        assert_eq!(
+            reserved_cpu(Duration::MAX, u64::MAX),
+            Duration::from_nanos(u64::MAX)
+        );
     }
 }

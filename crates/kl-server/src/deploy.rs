@@ -371,10 +371,11 @@ async fn build_in_cluster(
         .put(&key.as_str().into(), context.into())
         .await
         .map_err(|e| format!("could not store the build context: {e}"))?;
-    let pushed = cluster
+    let built = cluster
         .build(rev, spec.runtime, &key, state.config.build_timeout, log)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+    crate::cost::record_build(state, &rev.tenant, &rev.function, started.elapsed(), log.cpu()).await;
+    let pushed = built.map_err(|e| e.to_string())?;
     log.line(&format!("pushed {}", pushed.image));
     let serve = takes_traffic(state, rev).await?;
     if serve {

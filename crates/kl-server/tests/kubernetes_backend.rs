@@ -157,7 +157,10 @@ impl Cluster {
                     "metadata": {"name": "build-x7k2p", "namespace": BUILDS},
                     "status": {"containerStatuses": [{
                         "name": "kaniko", "image": "kaniko", "imageID": "", "ready": false, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 0, "message": format!("{DIGEST}\n")}},
+                        "state": {"terminated": {
+                            "exitCode": 0, "message": format!("{DIGEST}\n"),
+                            "startedAt": "2026-12-07T10:00:00Z", "finishedAt": "2026-12-07T10:02:00Z",
+                        }},
                     }]},
                 }],
             })),
@@ -261,6 +264,7 @@ impl Running {
         let store = objects::open_s3(builder, BUCKET, PREFIX).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+        config.metering.interval = Duration::from_millis(200);
         config.objects = Objects::S3 {
             bucket: BUCKET.to_owned(),
             prefix: PREFIX.to_owned(),
@@ -554,6 +558,35 @@ async fn a_deploy_builds_with_kaniko_serves_on_knative_and_invocations_reach_it(
     assert_eq!(seen["authorization"], false);
     assert_eq!(seen["requestId"], true);
     assert_eq!(seen["body"], r#"{"name":"kube"}"#);
+
+    // Metered: the build for the CPU it was given (1 core) while Kaniko ran (2 minutes), the
+    // proxied invocation as the gateway meters its own.
+    let metered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let report: Value = server
+                .request(http::Method::GET, "/v1/tenants/acme/cost?aggregate=function")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let hello = report["rows"]
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["function"] == "hello"))
+                .map(|r| r["quantities"].clone());
+            if let Some(q) = hello.filter(|q| q["requests"].as_u64() >= Some(1)) {
+                return q;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the build and the invocation are metered within 30 s");
+    let build_minutes = metered["buildMinutes"].as_f64().unwrap();
+    assert!((build_minutes - 2.0).abs() < 1e-6, "{metered}");
+    assert_eq!(metered["requests"], 1, "{metered}");
+    assert!(metered["gbSeconds"].as_f64().unwrap() > 0.0, "{metered}");
 
     // Deleting the function removes its Service and event sources, then stops routing.
     let deleted = server
