@@ -56,6 +56,28 @@ pub async fn source_context(root: &Path, spec: &FunctionSpec) -> Result<Vec<u8>,
     Ok(packed)
 }
 
+/// The module a Go inline source is given when it brings no go.mod of its own.
+const INLINE_GO_MODULE: &str = "module kl.local/function\n\ngo 1.22\n";
+
+/// Packs a one-file source (`filename` holding `code`) like [`source_context`] packs a tree;
+/// a Go file gets a go.mod. The name must be a plain file name, not one the context uses. For a cluster that builds a function declared inline (the
+/// operator's `source.inline`).
+pub async fn inline_context(filename: &str, code: &str, spec: &FunctionSpec) -> Result<Vec<u8>, BuildError> {
+    let plain = !filename.is_empty()
+        && !filename.starts_with('.')
+        && !filename.contains(['/', '\\', '\0'])
+        && ![crate::MANIFEST_FILE, DOCKERFILE, "go.mod"].contains(&filename);
+    if !plain {
+        return Err(BuildError::InlineFileName(filename.to_owned()));
+    }
+    let dir = tempfile::tempdir()?;
+    tokio::fs::write(dir.path().join(filename), code).await?;
+    if spec.runtime == Runtime::Go {
+        tokio::fs::write(dir.path().join("go.mod"), INLINE_GO_MODULE).await?;
+    }
+    source_context(dir.path(), spec).await
+}
+
 /// A tar.gz of the tree `code` (links kept as links, a `node_modules` link left out), then
 /// whatever `rest` appends.
 fn pack(code: &Path, rest: impl FnOnce(&mut Tar) -> io::Result<()>) -> io::Result<Vec<u8>> {
@@ -131,6 +153,46 @@ mod tests {
         assert_eq!(found[0].1, shims::PYTHON);
         assert!(found[1].1.contains("FROM python:3.12-slim"), "{}", found[1].1);
         assert!(found[1].1.contains("pip install"), "{}", found[1].1);
+    }
+
+    #[tokio::test]
+    async fn an_inline_source_packs_like_a_tree_and_a_go_file_gets_a_module() {
+        let packed = inline_context("app.py", "def handler(e): return e\n", &spec(Runtime::Python))
+            .await
+            .unwrap();
+        let names: Vec<String> = entries(&packed).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [".kl/kl_shim.py", "Dockerfile", "app.py"]);
+
+        let go = "package hello\n\nfunc Handler(e []byte) ([]byte, error) { return e, nil }\n";
+        let found = entries(&inline_context("hello.go", go, &spec(Runtime::Go)).await.unwrap());
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"go.mod") && names.contains(&"hello.go"),
+            "{names:?}"
+        );
+        let shim = found
+            .iter()
+            .find(|(n, _)| n.ends_with(".go") && n.starts_with(".kl"))
+            .unwrap();
+        assert!(shim.1.contains("kl.local/function"), "{}", shim.1);
+
+        for bad in [
+            "",
+            "../main.py",
+            "sub/main.py",
+            ".env",
+            "kl.yaml",
+            "Dockerfile",
+            "go.mod",
+        ] {
+            let refused = inline_context(bad, "x", &spec(Runtime::Python))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(refused, BuildError::InlineFileName(_)),
+                "{bad:?}: {refused}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 
 pub use archive::{ArchiveError, UnpackLimits, Unpacked, unpack};
-pub use context::{base_toolchain, container_context, source_context};
+pub use context::{base_toolchain, container_context, inline_context, source_context};
 pub use detect::{detect_runtime, source_root};
 pub use log::BuildLog;
 pub use manifest::{MANIFEST_FILE, parse_manifest, read_manifest};
@@ -48,6 +48,9 @@ pub enum BuildError {
     /// `kl.yaml` (or `package.json`, `go.mod`) could not be understood.
     #[error("invalid function manifest: {0}")]
     Manifest(String),
+    /// An inline source's file name is not a plain file name.
+    #[error("inline source file name {0:?}: use a plain file name such as main.py (no path, not hidden)")]
+    InlineFileName(String),
     /// The settings do not resolve into a valid spec.
     #[error(transparent)]
     Spec(#[from] SpecError),

@@ -1,16 +1,17 @@
 //! The Kaniko Job that builds a revision's image in a cluster (DESIGN §1, builder seam). The
-//! server has already put the build context — the source, the shim under `.kl/` and the
-//! generated Dockerfile, packed by `kl_build::context::container_context` — in the object store;
-//! Kaniko reads it from there (`--context s3://…`) and pushes to the configured registry.
+//! build context — the source, the shim under `.kl/` and the generated Dockerfile, packed by
+//! `kl_build::context` — is in the object store, where Kaniko reads it (`--context s3://…`), or
+//! for a small inline source carried by the Job itself; Kaniko pushes to the configured
+//! registry.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvFromSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, KeyToPath, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,6 +31,26 @@ pub const LABEL_BUILD: &str = "knative-lambda.io/build";
 
 /// Where Kaniko expects registry credentials (a Docker `config.json`).
 const DOCKER_CONFIG_DIR: &str = "/kaniko/.docker";
+
+/// The image that unpacks an inline context for Kaniko (whose own image has no shell), pinned
+/// by tag like [`KANIKO_IMAGE`].
+pub const UNPACK_IMAGE: &str = "busybox:1.37.0";
+/// Where an inline context is written for Kaniko (an `emptyDir`).
+const INLINE_CONTEXT_DIR: &str = "/kl-context";
+/// The largest inline context a Job carries: its base64 sits in the Job object, which etcd
+/// caps at about 1.5 MiB with everything else.
+pub const INLINE_CONTEXT_LIMIT: usize = 512 << 10;
+
+/// Where Kaniko reads the build context.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildContext<'a> {
+    /// A tarball in object storage, `s3://bucket/key.tar.gz` (also `gs://`, or `https://` for
+    /// Azure Blob Storage), or a Git repository, `git://host/path#ref`.
+    Url(&'a str),
+    /// The tar.gz itself, for a small inline source: an init container writes it into an
+    /// `emptyDir` and Kaniko reads it from there (`tar://…`), so nothing outlives the Job.
+    Inline(&'a [u8]),
+}
 
 /// The registry images are pushed to: ECR, GHCR, Docker Hub, Harbor or any registry speaking
 /// the distribution API. They differ only in what the push secret's `config.json` holds (a
@@ -63,9 +84,7 @@ pub struct BuildJobInput<'a> {
     pub runtime: Runtime,
     /// Short id of the build (DNS label characters); the Job is `<function>-build-<id>`.
     pub build_id: &'a str,
-    /// Where the context tarball lies: `s3://bucket/key.tar.gz` (also `gs://`, or `https://`
-    /// for Azure Blob Storage).
-    pub context_url: &'a str,
+    pub context: BuildContext<'a>,
     /// The image to push, `registry/repository:tag`.
     pub destination: &'a str,
     pub registry: &'a Registry,
@@ -110,8 +129,18 @@ pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) 
         input.runtime.as_str().to_owned(),
     );
 
+    let context_url = match input.context {
+        BuildContext::Url(url) => url.to_owned(),
+        BuildContext::Inline(bytes) if bytes.len() > INLINE_CONTEXT_LIMIT => {
+            return Err(RenderError::InlineContextTooLarge {
+                bytes: bytes.len(),
+                limit: INLINE_CONTEXT_LIMIT,
+            });
+        }
+        BuildContext::Inline(_) => format!("tar://{INLINE_CONTEXT_DIR}/context.tar.gz"),
+    };
     let mut args = vec![
-        format!("--context={}", input.context_url),
+        format!("--context={context_url}"),
         "--dockerfile=Dockerfile".to_owned(),
         format!("--destination={}", input.destination),
         "--cache=true".to_owned(),
@@ -132,7 +161,7 @@ pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) 
             ("memory".to_owned(), Quantity(format_memory(r.memory_bytes))),
         ])
     };
-    let container = Container {
+    let mut container = Container {
         name: "kaniko".to_owned(),
         image: Some(input.executor_image.unwrap_or(KANIKO_IMAGE).to_owned()),
         args: Some(args),
@@ -183,6 +212,35 @@ pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) 
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
+    let mut volumes = vec![Volume {
+        name: "registry-credentials".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(input.registry.push_secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: ".dockerconfigjson".to_owned(),
+                path: "config.json".to_owned(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut init_containers = None;
+    if let BuildContext::Inline(bytes) = input.context {
+        let mount = |read_only| VolumeMount {
+            name: "context".to_owned(),
+            mount_path: INLINE_CONTEXT_DIR.to_owned(),
+            read_only: Some(read_only),
+            ..VolumeMount::default()
+        };
+        container.volume_mounts.get_or_insert_default().push(mount(true));
+        volumes.push(Volume {
+            name: "context".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        init_containers = Some(vec![unpack_container(bytes, mount(false))]);
+    }
 
     let pod = PodSpec {
         containers: vec![container],
@@ -191,19 +249,8 @@ pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) 
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         priority_class_name: Some(BUILD_PRIORITY_CLASS.to_owned()),
-        volumes: Some(vec![Volume {
-            name: "registry-credentials".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(input.registry.push_secret.clone()),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".to_owned(),
-                    path: "config.json".to_owned(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        init_containers,
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 
@@ -228,6 +275,52 @@ pub fn render_build_job(input: &BuildJobInput<'_>, platform: &PlatformSettings) 
         }),
         ..Job::default()
     })
+}
+
+/// The init container writing an inline context where Kaniko reads it: unprivileged, with a
+/// read-only root and nothing but the `emptyDir` to write to.
+fn unpack_container(context: &[u8], mount: VolumeMount) -> Container {
+    use base64::Engine;
+    let small = BTreeMap::from([
+        ("cpu".to_owned(), Quantity("100m".to_owned())),
+        ("memory".to_owned(), Quantity("32Mi".to_owned())),
+    ]);
+    Container {
+        name: "context".to_owned(),
+        image: Some(UNPACK_IMAGE.to_owned()),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("printf %s \"$KL_CONTEXT\" | base64 -d > {INLINE_CONTEXT_DIR}/context.tar.gz"),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "KL_CONTEXT".to_owned(),
+            value: Some(base64::engine::general_purpose::STANDARD.encode(context)),
+            value_from: None,
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(small.clone()),
+            limits: Some(small),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65534),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![mount]),
+        ..Container::default()
+    }
 }
 
 /// Whole seconds, at least one, as Kubernetes' integer duration fields take them.
@@ -265,7 +358,7 @@ mod tests {
             function: "hello",
             runtime: Runtime::Python,
             build_id: "7f3a9c",
-            context_url: "s3://kl-builds/acme/hello/7f3a9c.tar.gz",
+            context: BuildContext::Url("s3://kl-builds/acme/hello/7f3a9c.tar.gz"),
             destination: "ghcr.io/acme/hello:7f3a9c",
             registry,
             credentials_secret: Some("object-store"),
@@ -323,5 +416,50 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_inline_context_travels_in_an_init_container_up_to_its_limit() {
+        let r = registry();
+        let packed = vec![7u8; INLINE_CONTEXT_LIMIT];
+        let inline = BuildJobInput {
+            context: BuildContext::Inline(&packed),
+            ..input(&r)
+        };
+        let job = render_build_job(&inline, &PlatformSettings::default()).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let value = init.env.as_ref().unwrap()[0].value.as_deref().unwrap();
+        use base64::Engine;
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(value).unwrap(),
+            packed
+        );
+        assert_eq!(
+            init.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        assert!(
+            pod.containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--context=tar:///kl-context/context.tar.gz".to_owned())
+        );
+
+        let larger = vec![7u8; INLINE_CONTEXT_LIMIT + 1];
+        let refused = render_build_job(
+            &BuildJobInput {
+                context: BuildContext::Inline(&larger),
+                ..input(&r)
+            },
+            &PlatformSettings::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(refused, RenderError::InlineContextTooLarge { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("use an archive, s3 or git source"));
     }
 }

@@ -38,7 +38,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use autoscaler_config::render_autoscaler_config;
-pub use build_job::{BuildJobInput, BuildResources, KANIKO_IMAGE, Registry, render_build_job};
+pub use build_job::{
+    BuildContext, BuildJobInput, BuildResources, KANIKO_IMAGE, Registry, UNPACK_IMAGE, render_build_job,
+};
 pub use crd::{Broker, KnativeService, PingSource, Trigger};
 pub use eventing::{
     BrokerInput, PingSourceInput, TriggerInput, render_broker, render_ping_source, render_trigger,
@@ -103,6 +105,11 @@ pub enum RenderError {
         field: &'static str,
         reason: &'static str,
     },
+    /// An inline build context too large to travel in the build Job.
+    #[error(
+        "the inline source packs to {bytes} bytes, more than the {limit} a build Job carries; use an archive, s3 or git source"
+    )]
+    InlineContextTooLarge { bytes: usize, limit: usize },
     /// A duration does not fit the Kubernetes field it maps to.
     #[error("{field} {value} does not fit Kubernetes: {reason}")]
     Duration {

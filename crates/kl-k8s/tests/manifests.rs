@@ -15,8 +15,8 @@ use kl_events::delivery::{BackoffPolicy, DeliveryPolicy, Sink};
 use kl_events::filter::Filter;
 use kl_events::schedule::Schedule;
 use kl_k8s::{
-    BrokerInput, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry,
-    SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_autoscaler_config, render_broker,
+    BrokerInput, BuildContext, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings,
+    Registry, SecretEnv, ServiceInput, TrafficTarget, TriggerInput, render_autoscaler_config, render_broker,
     render_build_job, render_build_namespace, render_knative_service, render_ping_source,
     render_priority_classes, render_secret, render_tenant, render_trigger, to_yaml,
 };
@@ -101,13 +101,19 @@ fn render_all() -> Vec<Object> {
         ("thumbnails", Runtime::Node, "d4e5f6"),
         ("api", Runtime::Go, "0789ab"),
     ] {
+        // One build carries its (inline) context itself: an init container and an emptyDir.
+        let url = format!("s3://kl-sources/acme/{function}/{id}.tar.gz");
+        let context = match runtime {
+            Runtime::Go => BuildContext::Inline(b"\x1f\x8b not really a tarball"),
+            _ => BuildContext::Url(&url),
+        };
         let job = render_build_job(
             &BuildJobInput {
                 tenant: "acme",
                 function,
                 runtime,
                 build_id: id,
-                context_url: &format!("s3://kl-sources/acme/{function}/{id}.tar.gz"),
+                context,
                 destination: &format!("registry.example.com/kl/acme/{function}:{id}"),
                 registry: &registry,
                 credentials_secret: Some("object-store-credentials"),

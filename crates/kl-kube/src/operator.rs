@@ -14,7 +14,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 
-use crate::crd::LambdaFunction;
+use crate::crd::{InlineSource, LambdaFunction};
 use crate::error::target;
 use crate::plan::{Observed, OperatorSettings, build_job_name, plan};
 use crate::{Applier, FIELD_MANAGER, KubeError};
@@ -62,7 +62,16 @@ async fn apply(api: &Api<LambdaFunction>, lf: &LambdaFunction, ctx: &Context) ->
         None => None,
     };
     let service = ctx.applier.knative_service_status(&ns, &name).await?;
-    let plan = plan(lf, &Observed { build, service }, &ctx.settings);
+    let inline_context = match &lf.spec.source.inline {
+        Some(inline) => Some(pack_inline(lf, inline, &ctx.settings).await),
+        None => None,
+    };
+    let observed = Observed {
+        build,
+        service,
+        inline_context,
+    };
+    let plan = plan(lf, &observed, &ctx.settings);
     ctx.applier.apply_all(&plan.apply).await?;
     if lf.status.as_ref() != Some(&plan.status) {
         // Applied, so fields the new status leaves out (an old URL) are removed.
@@ -80,6 +89,18 @@ async fn apply(api: &Api<LambdaFunction>, lf: &LambdaFunction, ctx: &Context) ->
         .map_err(|e| KubeError::from_kube("write the status of", target("LambdaFunction", &ns, &name), e))?;
     }
     Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Packs `source.inline` with its shim and Dockerfile, as `kl` packs a source tree.
+async fn pack_inline(
+    lf: &LambdaFunction,
+    inline: &InlineSource,
+    settings: &OperatorSettings,
+) -> Result<Vec<u8>, String> {
+    let (spec, _) = crate::plan::resolve(lf, settings)?;
+    kl_build::inline_context(&inline.filename, &inline.code, &spec)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn cleanup(lf: &LambdaFunction, ctx: &Context) -> Result<Action, KubeError> {

@@ -9,8 +9,9 @@ use kl_events::filter::Filter;
 use kl_events::schedule::Schedule;
 use kl_k8s::names::NAMESPACE_PREFIX;
 use kl_k8s::{
-    BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry, SecretEnv,
-    ServiceInput, TriggerInput, render_build_job, render_knative_service, render_ping_source, render_trigger,
+    BuildContext, BuildJobInput, BuildResources, Object, PingSourceInput, PlatformSettings, Registry,
+    SecretEnv, ServiceInput, TriggerInput, render_build_job, render_knative_service, render_ping_source,
+    render_trigger,
 };
 use sha2::{Digest, Sha256};
 
@@ -50,12 +51,15 @@ pub enum BuildState {
     Ended(BuildOutcome),
 }
 
-/// What was observed in the cluster.
+/// What was observed in the cluster, and gathered around it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     /// `None` when the function needs no build (a pre-built image).
     pub build: Option<BuildState>,
     pub service: Option<ServiceStatus>,
+    /// `source.inline` packed as a build context ([`kl_build::inline_context`], which does
+    /// IO, so the operator packs it), or why it could not be; `None` for other sources.
+    pub inline_context: Option<Result<Vec<u8>, String>>,
 }
 
 /// The next step.
@@ -88,7 +92,7 @@ pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSetting
         observed_generation: generation,
         ..LambdaFunctionStatus::default()
     };
-    let checked = match check(lf, settings) {
+    let checked = match check(lf, settings, observed.inline_context.as_ref()) {
         Ok(checked) => checked,
         Err(message) => {
             status.conditions = vec![condition(READY, "False", "InvalidSpec", &message)];
@@ -216,7 +220,11 @@ struct Checked<'a> {
     build: Option<k8s_openapi::api::batch::v1::Job>,
 }
 
-fn check<'a>(lf: &'a LambdaFunction, settings: &OperatorSettings) -> Result<Checked<'a>, String> {
+fn check<'a>(
+    lf: &'a LambdaFunction,
+    settings: &OperatorSettings,
+    inline_context: Option<&Result<Vec<u8>, String>>,
+) -> Result<Checked<'a>, String> {
     let ns = lf.metadata.namespace.as_deref().unwrap_or_default();
     let tenant = ns
         .strip_prefix(NAMESPACE_PREFIX)
@@ -225,6 +233,58 @@ fn check<'a>(lf: &'a LambdaFunction, settings: &OperatorSettings) -> Result<Chec
     let function = lf.metadata.name.clone().unwrap_or_default();
     let revision = u32::try_from(lf.metadata.generation.unwrap_or(1))
         .map_err(|_| "metadata.generation does not fit a revision number".to_owned())?;
+    let (resolved, secrets) = resolve(lf, settings)?;
+    let spec = &lf.spec;
+    let (image, context) = source(&spec.source, settings, &tenant, &function, &build_id(lf))?;
+    let build = match context {
+        None => None,
+        Some(at) => {
+            let context = match (&at, inline_context) {
+                (ContextAt::Url(url), _) => BuildContext::Url(url),
+                (ContextAt::Inline, Some(Ok(packed))) => BuildContext::Inline(packed),
+                (ContextAt::Inline, Some(Err(e))) => return Err(format!("source.inline: {e}")),
+                (ContextAt::Inline, None) => return Err("source.inline: the code was not packed".to_owned()),
+            };
+            Some(
+                render_build_job(
+                    &BuildJobInput {
+                        tenant: &tenant,
+                        function: &function,
+                        runtime: spec.runtime.into(),
+                        build_id: &build_id(lf),
+                        context,
+                        destination: &image,
+                        registry: &settings.registry,
+                        credentials_secret: settings.credentials_secret.as_deref(),
+                        resources: settings.build_resources,
+                        deadline: settings.build_deadline,
+                        ttl_after_finished: settings.build_ttl,
+                        executor_image: None,
+                    },
+                    &settings.platform,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+    };
+    Ok(Checked {
+        lf,
+        tenant,
+        function,
+        revision,
+        spec: resolved,
+        secrets,
+        image,
+        build,
+    })
+}
+
+/// The function's spec resolved within the platform's limits, and the Secret keys its
+/// environment takes.
+pub fn resolve(
+    lf: &LambdaFunction,
+    settings: &OperatorSettings,
+) -> Result<(FunctionSpec, Vec<SecretEnv>), String> {
     let spec = &lf.spec;
 
     let mut settings_in = FunctionSettings {
@@ -273,41 +333,14 @@ fn check<'a>(lf: &'a LambdaFunction, settings: &OperatorSettings) -> Result<Chec
     let resolved = settings_in
         .resolve(spec.runtime.into(), limits)
         .map_err(|e| e.to_string())?;
+    Ok((resolved, secrets))
+}
 
-    let (image, context) = source(&spec.source, settings, &tenant, &function, &build_id(lf))?;
-    let build = match context {
-        None => None,
-        Some(context_url) => Some(
-            render_build_job(
-                &BuildJobInput {
-                    tenant: &tenant,
-                    function: &function,
-                    runtime: spec.runtime.into(),
-                    build_id: &build_id(lf),
-                    context_url: &context_url,
-                    destination: &image,
-                    registry: &settings.registry,
-                    credentials_secret: settings.credentials_secret.as_deref(),
-                    resources: settings.build_resources,
-                    deadline: settings.build_deadline,
-                    ttl_after_finished: settings.build_ttl,
-                    executor_image: None,
-                },
-                &settings.platform,
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-    };
-    Ok(Checked {
-        lf,
-        tenant,
-        function,
-        revision,
-        spec: resolved,
-        secrets,
-        image,
-        build,
-    })
+/// Where a build's context comes from.
+enum ContextAt {
+    Url(String),
+    /// Packed from `source.inline` by the operator.
+    Inline,
 }
 
 /// The image to serve (or to push) and, for a source, the build context Kaniko reads.
@@ -317,7 +350,7 @@ fn source(
     tenant: &str,
     function: &str,
     id: &str,
-) -> Result<(String, Option<String>), String> {
+) -> Result<(String, Option<ContextAt>), String> {
     let set = [
         source.archive.is_some(),
         source.s3.is_some(),
@@ -333,33 +366,26 @@ fn source(
         return Ok((image.clone(), None));
     }
     if let Some(key) = &source.archive {
-        return Ok((
-            tag,
-            Some(format!(
-                "s3://{}/{}",
-                settings.bucket,
-                key.trim_start_matches('/')
-            )),
-        ));
+        let url = format!("s3://{}/{}", settings.bucket, key.trim_start_matches('/'));
+        return Ok((tag, Some(ContextAt::Url(url))));
     }
     if let Some(url) = &source.s3 {
         if !(url.starts_with("s3://") || url.starts_with("gs://")) {
             return Err(format!("source.s3 {url:?}: write s3://bucket/key (or gs://)"));
         }
-        return Ok((tag, Some(url.clone())));
+        return Ok((tag, Some(ContextAt::Url(url.clone()))));
     }
     if let Some(git) = &source.git {
         let Some(rest) = git.repo.strip_prefix("https://") else {
             return Err(format!("source.git.repo {:?}: write an https:// URL", git.repo));
         };
         // Kaniko's Git context: git://host/path#ref.
-        return Ok((tag, Some(format!("git://{rest}#{}", git.reference))));
+        return Ok((
+            tag,
+            Some(ContextAt::Url(format!("git://{rest}#{}", git.reference))),
+        ));
     }
-    Err(
-        "source.inline: the operator cannot build inline code yet (it needs the build context \
-         `kl` packs: Dockerfile and shim); use an archive, s3, git or image source"
-            .to_owned(),
-    )
+    Ok((tag, Some(ContextAt::Inline)))
 }
 
 /// The Knative Service and the function's Triggers and PingSources.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use kl_core::{FunctionSettings, Runtime, SpecLimits, TenantSpec};
 use kl_k8s::crd::TrafficEntry;
 use kl_k8s::{
-    BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput, render_build_job,
-    render_knative_service, render_tenant,
+    BuildContext, BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput,
+    render_build_job, render_knative_service, render_tenant,
 };
 use kl_kube::{Applier, BuildOutcome, BuildRun, KubeError, Readiness};
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ fn build_job() -> k8s_openapi::api::batch::v1::Job {
             function: "hello",
             runtime: Runtime::Python,
             build_id: "abc123",
-            context_url: "s3://kl-sources/acme/hello.tar.gz",
+            context: BuildContext::Url("s3://kl-sources/acme/hello.tar.gz"),
             destination: "registry.example.com/kl/acme/hello:abc123",
             registry: &Registry {
                 push_secret: "registry-push".into(),

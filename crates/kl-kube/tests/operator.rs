@@ -160,6 +160,70 @@ async fn a_source_starts_its_build_job_before_any_service() {
 }
 
 #[tokio::test]
+async fn an_inline_source_is_packed_and_carried_by_its_build_job() {
+    let (client, requests) = fake::client(empty_cluster);
+    let code = "def handler(event, context=None):\n    return event\n";
+    let source = json!({"inline": {"filename": "main.py", "code": code}});
+    reconcile(Arc::new(lf(source, &[FINALIZER], false)), context(client))
+        .await
+        .unwrap();
+    let requests = requests.await.unwrap();
+    let job = requests
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path().contains("/jobs/"))
+        .expect("the build Job is applied");
+    let pod = &job.json()["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].as_array().unwrap().clone();
+    assert!(
+        args.contains(&json!("--context=tar:///kl-context/context.tar.gz")),
+        "{args:?}"
+    );
+    let packed = pod["initContainers"][0]["env"][0]["value"].as_str().unwrap();
+    use base64::Engine;
+    let packed = base64::engine::general_purpose::STANDARD.decode(packed).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&packed[..]));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        files.insert(entry.path().unwrap().display().to_string(), text);
+    }
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [".kl/kl_shim.py", "Dockerfile", "main.py"]
+    );
+    assert_eq!(files["main.py"], code);
+    assert!(
+        files["Dockerfile"].contains("FROM python:"),
+        "{}",
+        files["Dockerfile"]
+    );
+}
+
+#[tokio::test]
+async fn an_inline_source_that_cannot_be_packed_is_an_invalid_spec() {
+    let (client, requests) = fake::client(empty_cluster);
+    let source = json!({"inline": {"filename": "../main.py", "code": "x"}});
+    reconcile(Arc::new(lf(source, &[FINALIZER], false)), context(client))
+        .await
+        .unwrap();
+    let requests = requests.await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path().contains("/jobs/") && r.method == "PATCH")
+    );
+    let status = requests.last().unwrap().json();
+    assert_eq!(status["status"]["conditions"][0]["reason"], "InvalidSpec");
+    let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("source.inline") && message.contains("\"../main.py\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn deletion_removes_the_functions_objects_then_the_finalizer() {
     let (client, requests) = fake::client(empty_cluster);
     reconcile(Arc::new(lf(image(), &[FINALIZER], true)), context(client))

@@ -88,6 +88,7 @@ fn a_prebuilt_image_is_served_directly_with_its_triggers() {
         &Observed {
             build: None,
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -154,6 +155,7 @@ fn ready_is_reported_only_for_the_current_revision() {
         &Observed {
             build: None,
             service: Some(serving("hello-00002")),
+            inline_context: None,
         },
         &settings(),
     );
@@ -172,6 +174,7 @@ fn ready_is_reported_only_for_the_current_revision() {
         &Observed {
             build: None,
             service: Some(serving("hello-00001")),
+            inline_context: None,
         },
         &settings(),
     );
@@ -192,6 +195,7 @@ fn ready_is_reported_only_for_the_current_revision() {
         &Observed {
             build: None,
             service: Some(failed),
+            inline_context: None,
         },
         &settings(),
     );
@@ -211,6 +215,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
         &Observed {
             build: Some(BuildState::Absent),
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -252,6 +257,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
         &Observed {
             build: Some(BuildState::Running),
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -266,6 +272,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
         &Observed {
             build: Some(built),
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -284,6 +291,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
         &Observed {
             build: Some(BuildState::Absent),
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -302,6 +310,7 @@ fn a_failed_build_is_reported_and_nothing_is_applied_until_the_spec_changes() {
         &Observed {
             build: Some(failed),
             service: None,
+            inline_context: None,
         },
         &settings(),
     );
@@ -340,6 +349,7 @@ fn git_and_s3_sources_become_kaniko_contexts() {
             &Observed {
                 build: Some(BuildState::Absent),
                 service: None,
+                inline_context: None,
             },
             &settings(),
         );
@@ -382,11 +392,6 @@ fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
         ),
         (
             "kl-acme",
-            json!({"source": {"inline": {"filename": "main.py", "code": "def handler(e, c): pass"}}, "runtime": "python"}),
-            "cannot build inline code",
-        ),
-        (
-            "kl-acme",
             json!({"source": {"s3": "http://b/k"}, "runtime": "python"}),
             "write s3://",
         ),
@@ -425,6 +430,7 @@ fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
             &Observed {
                 build: Some(BuildState::Absent),
                 service: None,
+                inline_context: None,
             },
             &settings(),
         );

@@ -18,7 +18,8 @@ use kl_events::trigger::TriggerSpec;
 use kl_gateway::{Gateway, GatewayError, Invocation};
 use kl_k8s::crd::TrafficEntry;
 use kl_k8s::{
-    BrokerInput, BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput, names,
+    BrokerInput, BuildContext, BuildJobInput, BuildResources, Object, Registry, RenderError, ServiceInput,
+    names,
 };
 use kl_kube::{Applier, BuildOutcome, KubeError, Readiness};
 use kl_store::RevisionRecord;
@@ -261,7 +262,7 @@ impl Cluster {
                 function: &rev.function,
                 runtime,
                 build_id: &build_id,
-                context_url: &context_url,
+                context: BuildContext::Url(&context_url),
                 destination: &destination,
                 registry: &Registry {
                     push_secret: self.config.push_secret.clone(),

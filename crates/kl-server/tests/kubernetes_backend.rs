@@ -19,7 +19,7 @@ use fake::{Answer, Recorded, ok, status};
 use kl_api::{RevisionState, RevisionView};
 use kl_core::{FunctionSettings, Runtime, SpecLimits, TenantSpec};
 use kl_events::{TenantEvent, types};
-use kl_k8s::{BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput};
+use kl_k8s::{BuildContext, BuildJobInput, BuildResources, Object, PlatformSettings, Registry, ServiceInput};
 use kl_server::objects::{self, keys};
 use kl_server::{Backend, Connections, KubernetesConfig, Objects, Server, ServerConfig, ServerError};
 use kl_testkit::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
@@ -390,7 +390,7 @@ fn expected_job() -> Value {
             function: "hello",
             runtime: Runtime::Python,
             build_id: &id,
-            context_url: &context,
+            context: BuildContext::Url(&context),
             destination: &format!("{REGISTRY}/acme/hello:00001"),
             registry: &Registry {
                 push_secret: "registry-push".into(),
