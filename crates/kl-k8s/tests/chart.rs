@@ -100,7 +100,7 @@ fn the_kubernetes_backend_needs_a_registry_and_an_s3_store_and_knative_eventing_
     }
     for (set, says) in [
         (
-            "kubernetes.registry=",
+            "kubernetes.registry=,operator.enabled=false",
             "backend kubernetes needs kubernetes.registry",
         ),
         (
@@ -255,6 +255,87 @@ fn optional_parts_follow_their_flags() {
     assert!(
         !prd.contains("PersistentVolumeClaim"),
         "prd keeps its state in the shared backends"
+    );
+}
+
+#[test]
+fn the_operator_runs_only_when_enabled_with_rights_to_what_it_reconciles() {
+    if !helm_available() {
+        return;
+    }
+    let operator = |docs: &[(String, Value)], kind_: &str| -> Option<Value> {
+        docs.iter()
+            .map(|(_, v)| v)
+            .find(|v| kind(v) == kind_ && v["metadata"]["name"] == "knative-lambda-operator")
+            .cloned()
+    };
+    let dev = documents(&render("values-dev.yaml"));
+    assert!(operator(&dev, "Deployment").is_none(), "off unless enabled");
+
+    let prd = documents(&render("values-prd.yaml"));
+    let deployment = operator(&prd, "Deployment").expect("values-prd.yaml runs the operator");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "knative-lambda-operator");
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        &args[..3],
+        ["operator", "--registry", "ghcr.io/acme/functions"],
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2).any(|w| w == ["--credentials-secret", "kl-s3"]),
+        "{args:?}"
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+
+    let cluster_role = operator(&prd, "ClusterRole").unwrap();
+    let resources: BTreeSet<String> = cluster_role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().unwrap().clone())
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    for needed in [
+        "lambdafunctions",
+        "lambdafunctions/status",
+        "services",
+        "triggers",
+        "pingsources",
+    ] {
+        assert!(resources.contains(needed), "{needed}: {resources:?}");
+    }
+    for never in ["secrets", "namespaces", "roles", "jobs"] {
+        assert!(!resources.contains(never), "cluster-wide {never}: {resources:?}");
+    }
+    let role = operator(&prd, "Role").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "knative-lambda-builds");
+    assert_eq!(
+        role["rules"][0]["resources"].as_sequence().unwrap(),
+        &[Value::from("jobs")]
+    );
+
+    let out = Command::new("helm")
+        .args(["template", "knative-lambda"])
+        .arg(chart())
+        .args(["--set", "operator.enabled=true"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success(), "an operator without a registry rendered");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("operator.enabled needs operator.registry"),
+        "{stderr}"
     );
 }
 

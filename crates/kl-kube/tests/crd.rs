@@ -1,5 +1,5 @@
 //! The LambdaFunction CRD generated from the Rust types: it matches the committed
-//! `deploy/crds/` file, passes `kubernetes-validate --strict` as a CustomResourceDefinition,
+//! `deploy/crds/` file and the Helm chart's copy, passes `kubernetes-validate --strict` as a CustomResourceDefinition,
 //! has the status subresource and printer columns, and its own schema accepts the committed
 //! example and rejects malformed functions.
 
@@ -25,21 +25,32 @@ fn deploy(file: &str) -> PathBuf {
 const CRD_FILE: &str = "lambdafunctions.knative-lambda.io.yaml";
 const EXAMPLE_FILE: &str = "lambdafunction-example.yaml";
 
+/// The CRD as committed for `kubectl apply` and in the Helm chart's `crds/` (which Helm
+/// installs before the templates).
+fn committed_crds() -> [PathBuf; 2] {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    [
+        deploy(CRD_FILE),
+        repo.join("deploy/helm/knative-lambda/crds").join(CRD_FILE),
+    ]
+}
+
 #[test]
-fn the_committed_crd_is_the_generated_one() {
+fn the_committed_crds_are_the_generated_one() {
     let generated = crd_yaml();
-    let path = deploy(CRD_FILE);
-    if std::env::var_os("KL_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &generated).unwrap();
+    for path in committed_crds() {
+        if std::env::var_os("KL_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} differs from the CRD the types generate; regenerate with \
+             KL_UPDATE_GOLDEN=1 cargo test -p kl-kube --test crd and review the diff",
+            path.display()
+        );
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} differs from the CRD the types generate; regenerate with \
-         KL_UPDATE_GOLDEN=1 cargo test -p kl-kube --test crd (or `kl export crd`) and review the diff",
-        path.display()
-    );
 }
 
 #[test]
