@@ -152,7 +152,8 @@ pub struct ServerArgs {
     #[arg(long, env = "KL_BUS", default_value = "embedded", hide_env_values = true)]
     pub bus: String,
     /// The metadata store: a PostgreSQL URL, `postgres://USER:PASS@HOST:5432/DB` (the database
-    /// must exist), instead of the SQLite file in the data dir.
+    /// must exist; TLS with `?sslmode=require`, or `verify-full&sslrootcert=CA.pem`), instead
+    /// of the SQLite file in the data dir.
     #[arg(long, env = "KL_DB", hide_env_values = true)]
     pub db: Option<String>,
     /// Take a backup every --backup-every to this location: `s3://BUCKET[/PREFIX]` or an
