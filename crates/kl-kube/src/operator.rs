@@ -1,5 +1,6 @@
-//! `kl operator`: a kube-runtime Controller reconciling `LambdaFunction`s. Each pass observes
-//! the function's build Job and Knative Service, asks [`crate::plan::plan`] what to do, applies
+//! `kl operator`: a kube-runtime Controller reconciling `LambdaFunction`s, woken by changes to
+//! them and to their build Jobs and Knative Services. Each pass observes the function's build
+//! Job and Knative Service, asks [`crate::plan::plan`] what to do, applies
 //! that and writes the status. A finalizer removes the Service, Triggers and PingSources when
 //! the function is deleted.
 
@@ -7,13 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kl_k8s::crd;
+use kl_k8s::names::{LABEL_FUNCTION, LABEL_TENANT};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 
+use crate::apply::knative;
 use crate::crd::{InlineSource, LambdaFunction};
 use crate::error::target;
 use crate::plan::{Observed, OperatorSettings, build_job_name, plan};
@@ -117,14 +124,30 @@ fn error_policy(lf: Arc<LambdaFunction>, err: &ReconcileError, _: Arc<Context>) 
     Action::requeue(RETRY)
 }
 
-/// Runs the controller over every namespace until SIGTERM or Ctrl-C.
+/// The function a build Job or Knative Service belongs to, by the tenant and function labels
+/// `kl-k8s` puts on both: a change to either wakes that function's reconcile. (The build Job
+/// lives in another namespace, so no owner reference can.)
+pub fn owner_of(metadata: &ObjectMeta) -> Option<ObjectRef<LambdaFunction>> {
+    let labels = metadata.labels.as_ref()?;
+    let namespace = kl_k8s::names::namespace(labels.get(LABEL_TENANT)?).ok()?;
+    Some(ObjectRef::new(labels.get(LABEL_FUNCTION)?).within(&namespace))
+}
+
+/// Runs the controller over every namespace until SIGTERM or Ctrl-C, woken by changes to the
+/// functions, their build Jobs and their Knative Services.
 pub async fn run(client: Client, settings: OperatorSettings) {
     let api: Api<LambdaFunction> = Api::all(client.clone());
+    let service = knative(crd::SERVING_V1, "Service", "services");
+    let services: Api<DynamicObject> = Api::all_with(client.clone(), &service);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &settings.platform.build_namespace);
+    let ours = watcher::Config::default().labels(LABEL_FUNCTION);
     let ctx = Arc::new(Context {
         applier: Applier::new(client),
         settings,
     });
     Controller::new(api, watcher::Config::default())
+        .watches_with(services, service, ours.clone(), |s| owner_of(&s.metadata))
+        .watches(jobs, ours, |j| owner_of(&j.metadata))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -134,4 +157,38 @@ pub async fn run(client: Client, settings: OperatorSettings) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn labelled(labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_jobs_or_services_labels_name_the_function_to_reconcile() {
+        let job = labelled(&[(LABEL_TENANT, "acme"), (LABEL_FUNCTION, "hello")]);
+        assert_eq!(owner_of(&job), Some(ObjectRef::new("hello").within("kl-acme")));
+        assert_eq!(owner_of(&labelled(&[(LABEL_FUNCTION, "hello")])), None);
+        assert_eq!(
+            owner_of(&labelled(&[
+                (LABEL_TENANT, "Not A Tenant"),
+                (LABEL_FUNCTION, "x")
+            ])),
+            None
+        );
+        assert_eq!(owner_of(&ObjectMeta::default()), None);
+    }
 }

@@ -23,9 +23,9 @@ pub const READY: &str = "Ready";
 /// Condition type: the current source's image is built.
 pub const BUILT: &str = "Built";
 
-/// How often a function is looked at again while its build or rollout is under way. The build
-/// Job lives in another namespace, so no owner reference can wake the controller when it ends.
-pub const POLL: Duration = Duration::from_secs(10);
+/// How often a function is looked at again while its build or rollout is under way, besides
+/// the watches on its build Job and Knative Service: a safety net for a missed event.
+pub const POLL: Duration = Duration::from_secs(30);
 
 /// What the operator is configured with, the same for every function.
 #[derive(Debug, Clone)]
