@@ -304,19 +304,9 @@ fn unpack_container(context: &[u8], mount: VolumeMount) -> Container {
             ..ResourceRequirements::default()
         }),
         security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
             run_as_user: Some(65534),
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
+            ..crate::restricted_container()
         }),
         volume_mounts: Some(vec![mount]),
         ..Container::default()

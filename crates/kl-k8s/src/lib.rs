@@ -56,6 +56,25 @@ pub use tenant::{
 };
 pub use yaml::to_yaml;
 
+/// A container's security context under Pod Security `restricted`: not root, no privilege
+/// escalation, no capabilities, the runtime's default seccomp profile.
+pub(crate) fn restricted_container() -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SeccompProfile, SecurityContext};
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// Why objects could not be rendered. Each names the object or field at fault and what to do.
 #[derive(Debug, Error)]
 pub enum RenderError {

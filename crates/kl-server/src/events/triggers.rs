@@ -317,12 +317,8 @@ mod tests {
         png.subject = Some("a.png".into());
         let command = CloudEvent::new(kl_events::types::SERVICE_DELETE, "/s".into(), json!({}));
         let out = r.fan_out("acme", &[png.clone(), command]);
-        let subscribers: Vec<(&str, &str)> = out
-            .iter()
-            .map(|d| (d.event.ty.as_str(), d.subscriber.as_str()))
-            .collect();
         assert_eq!(
-            subscribers,
+            subscribers(&out),
             [
                 ("com.example.created", "trigger:all"),
                 ("com.example.created", "trigger:png"),
@@ -337,6 +333,13 @@ mod tests {
         assert_eq!(r.schedules().len(), 1);
         assert_eq!(r.get("acme", "png").unwrap().name, "png");
         assert!(r.get("acme", "nope").is_none());
+    }
+
+    /// Each delivery as (event type, subscriber).
+    fn subscribers(out: &[NewDelivery]) -> Vec<(&str, &str)> {
+        out.iter()
+            .map(|d| (d.event.ty.as_str(), d.subscriber.as_str()))
+            .collect()
     }
 
     fn triggers() -> Vec<TriggerRecord> {
@@ -356,12 +359,8 @@ mod tests {
         let png = CloudEvent::new("com.example.created", "/s".into(), json!({}));
         let command = CloudEvent::new(kl_events::types::SERVICE_DELETE, "/s".into(), json!({}));
         let out = r.fan_out("globex", &[png, command]);
-        let subscribers: Vec<(&str, &str)> = out
-            .iter()
-            .map(|d| (d.event.ty.as_str(), d.subscriber.as_str()))
-            .collect();
         assert_eq!(
-            subscribers,
+            subscribers(&out),
             [
                 ("com.example.created", "knative-broker"),
                 (kl_events::types::SERVICE_DELETE, "command"),
