@@ -642,11 +642,15 @@ pub(crate) async fn serve_revision(
         });
     }
     if let Some(cluster) = &state.cluster {
-        let (Some(spec), Some(image)) = (&rev.spec, &rev.artifact_digest) else {
-            return Err(ApiError::internal(format!(
-                "revision {} has no spec or image",
-                rev.name()
-            )));
+        let (Some(spec), Some(image)) = (&rev.spec, rev.image()) else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "revision {} was not built in the cluster (it names no image); deploy its source again",
+                    rev.name()
+                ),
+            ));
         };
         roll_out(state, cluster, rev, spec, image).await.map_err(|e| {
             let kept = previous.as_ref().map(|p| format!("; {p} keeps serving"));
