@@ -92,20 +92,30 @@ impl Applier {
     /// Removes a function's Knative Service and the Triggers and PingSources delivering to it.
     /// Already absent is success, so a retried removal completes.
     pub async fn delete_function(&self, tenant: &str, function: &str) -> Result<(), KubeError> {
+        self.delete_service(tenant, function).await?;
+        self.delete_event_sources(tenant, function).await
+    }
+
+    /// Removes a function's Knative Service (and with it its revisions). Already absent is
+    /// success.
+    pub async fn delete_service(&self, tenant: &str, function: &str) -> Result<(), KubeError> {
         let ns = names::namespace(tenant)?;
         let service = knative(crd::SERVING_V1, "Service", "services");
         let api = self.api(&service, &ns);
         match api.delete(function, &DeleteParams::foreground()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => {
-                return Err(KubeError::from_kube(
-                    "delete",
-                    target("Service", &ns, function),
-                    e,
-                ));
-            }
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(KubeError::from_kube(
+                "delete",
+                target("Service", &ns, function),
+                e,
+            )),
         }
+    }
+
+    /// Removes the Triggers and PingSources delivering to a function.
+    async fn delete_event_sources(&self, tenant: &str, function: &str) -> Result<(), KubeError> {
+        let ns = names::namespace(tenant)?;
         let selector = ListParams::default().labels(&format!("{LABEL_FUNCTION}={function}"));
         for resource in [
             knative(crd::EVENTING_V1, "Trigger", "triggers"),

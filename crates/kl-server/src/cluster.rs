@@ -438,7 +438,9 @@ impl Cluster {
             .map(|r| r.public)
     }
 
-    /// Stops routing to a function and removes its Knative Service and event sources.
+    /// Stops routing to a function and removes its Knative Service. Its triggers stay, in the
+    /// store and (with Knative Eventing) in the cluster, as Knative's do when their subscriber
+    /// goes: they deliver again once a function of that name is deployed.
     pub async fn delete_function(
         &self,
         gateway: &Gateway,
@@ -451,7 +453,7 @@ impl Cluster {
             next
         });
         gateway.unroute_elsewhere(tenant, function);
-        self.applier.delete_function(tenant, function).await
+        self.applier.delete_service(tenant, function).await
     }
 
     /// Proxies one invocation to the function's Knative Service, after the gateway's rate

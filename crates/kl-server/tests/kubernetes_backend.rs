@@ -588,16 +588,22 @@ async fn a_deploy_builds_with_kaniko_serves_on_knative_and_invocations_reach_it(
     assert_eq!(metered["requests"], 1, "{metered}");
     assert!(metered["gbSeconds"].as_f64().unwrap() > 0.0, "{metered}");
 
-    // Deleting the function removes its Service and event sources, then stops routing.
+    // Deleting the function removes its Service (its triggers stay), then stops routing.
     let deleted = server
         .request(http::Method::DELETE, "/v1/tenants/acme/functions/hello")
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
+    let deletes = lines(&sent);
     assert!(
-        lines(&sent)
-            .contains(&"DELETE /apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello".to_owned())
+        deletes.contains(&"DELETE /apis/serving.knative.dev/v1/namespaces/kl-acme/services/hello".to_owned())
+    );
+    assert!(
+        !deletes
+            .iter()
+            .any(|l| l.contains("/triggers") || l.contains("/pingsources")),
+        "the function's triggers stay: {deletes:#?}"
     );
     let gone = server
         .request(http::Method::POST, "/fn/acme/hello")
