@@ -14,6 +14,7 @@ use kl_build::DOCKERFILE;
 use kl_core::Action;
 use kl_events::{lifecycle, types};
 use kl_store::{FunctionRecord, RevisionRecord, RevisionStatus};
+use object_store::ObjectStoreExt;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -186,10 +187,16 @@ pub(crate) async fn dockerfile(
         .authorize(&caller, Action::ReadFunctions, Some(&tenant))
         .await?;
     let rev = state.store.revision(&tenant, &function, number).await?;
-    let path = state.layout.artifact(&tenant, &function, number).join(DOCKERFILE);
-    match tokio::fs::read_to_string(&path).await {
-        Ok(text) => Ok(([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)),
-        Err(_) => Err(ApiError::new(
+    let found = match &state.cluster {
+        None => {
+            let path = state.layout.artifact(&tenant, &function, number).join(DOCKERFILE);
+            tokio::fs::read_to_string(&path).await.ok()
+        }
+        Some(_) => context_dockerfile(&state, &rev).await,
+    };
+    match found {
+        Some(text) => Ok(([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)),
+        None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "NoDockerfile",
             format!(
@@ -199,6 +206,34 @@ pub(crate) async fn dockerfile(
             ),
         )),
     }
+}
+
+/// The Dockerfile in the build context a cluster build read (`--backend kubernetes`), if the
+/// revision was built from one here (a promoted or rolled copy runs another's image).
+async fn context_dockerfile(state: &AppState, rev: &RevisionRecord) -> Option<String> {
+    let key = crate::objects::keys::context(&rev.tenant, &rev.function, rev.number);
+    let packed = state
+        .objects
+        .get(&key.as_str().into())
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    tokio::task::spawn_blocking(move || {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&packed[..]));
+        let mut entry = archive
+            .entries()
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.path().is_ok_and(|p| p.as_os_str() == DOCKERFILE))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+        Some(text)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `DELETE /v1/tenants/{t}/functions/{f}`: stops its instances and removes its revisions.

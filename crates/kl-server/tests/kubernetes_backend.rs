@@ -538,6 +538,18 @@ async fn a_deploy_builds_with_kaniko_serves_on_knative_and_invocations_reach_it(
         "the Service is applied only after the build: {order:#?}"
     );
 
+    // The Dockerfile Kaniko built from, read back from the context.
+    let shown = server
+        .request(
+            http::Method::GET,
+            "/v1/tenants/acme/functions/hello/revisions/1/dockerfile",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    assert_eq!(shown.text().await.unwrap(), dockerfile);
+
     let log = server.build_log().await;
     for line in KANIKO_LOG.lines() {
         assert!(log.contains(line), "the Kaniko log is in the build log:\n{log}");
