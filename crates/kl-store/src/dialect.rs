@@ -88,6 +88,10 @@ pub(crate) async fn connect_sqlite(path: &Path) -> Result<AnyPool> {
 /// A pool on the PostgreSQL database at `url`.
 pub(crate) async fn connect_postgres(url: &str) -> Result<AnyPool> {
     sqlx::any::install_default_drivers();
+    // sqlx's TLS takes rustls' process-wide crypto provider, which rustls cannot choose itself
+    // when several are linked (`kl` links ring and, through the S3 client, aws-lc-rs): ring, as
+    // sqlx's TLS feature names. One a process installed already stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let options = AnyConnectOptions::from_str(url)?;
     Ok(AnyPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
