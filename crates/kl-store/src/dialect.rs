@@ -89,9 +89,9 @@ pub(crate) async fn connect_sqlite(path: &Path) -> Result<AnyPool> {
 pub(crate) async fn connect_postgres(url: &str) -> Result<AnyPool> {
     sqlx::any::install_default_drivers();
     // sqlx's TLS takes rustls' process-wide crypto provider, which rustls cannot choose itself
-    // when several are linked (`kl` links ring and, through the S3 client, aws-lc-rs): ring, as
-    // sqlx's TLS feature names. One a process installed already stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // when several are linked (`kl` links ring for kube and aws-lc-rs for the S3 client):
+    // aws-lc-rs, as sqlx's TLS feature names. One a process installed already stays.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let options = AnyConnectOptions::from_str(url)?;
     Ok(AnyPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
