@@ -77,6 +77,7 @@ async fn apply(api: &Api<LambdaFunction>, lf: &LambdaFunction, ctx: &Context) ->
         build,
         service,
         inline_context,
+        at: chrono::Utc::now(),
     };
     let plan = plan(lf, &observed, &ctx.settings);
     ctx.applier.apply_all(&plan.apply).await?;

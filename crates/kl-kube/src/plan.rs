@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use kl_core::{AutoscalerConfig, FunctionSettings, FunctionSpec, SpecLimits};
 use kl_events::filter::Filter;
 use kl_events::schedule::Schedule;
@@ -60,6 +62,8 @@ pub struct Observed {
     /// `source.inline` packed as a build context ([`kl_build::inline_context`], which does
     /// IO, so the operator packs it), or why it could not be; `None` for other sources.
     pub inline_context: Option<Result<Vec<u8>, String>>,
+    /// When this was observed: the transition time of a condition whose status changes.
+    pub at: DateTime<Utc>,
 }
 
 /// The next step.
@@ -85,8 +89,27 @@ pub fn build_job_name(lf: &LambdaFunction) -> Option<String> {
 }
 
 /// Decides the next step. Never fails: a spec that cannot be served becomes a `Ready=False`
-/// condition naming the problem, and nothing is applied until the spec changes.
+/// condition naming the problem, and nothing is applied until the spec changes. A condition
+/// keeps its `lastTransitionTime` while its status stays.
 pub fn plan(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSettings) -> Plan {
+    let mut plan = decide(lf, observed, settings);
+    let before = lf
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let now = observed.at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    for condition in &mut plan.status.conditions {
+        let kept = before
+            .iter()
+            .find(|b| b.type_ == condition.type_ && b.status == condition.status)
+            .and_then(|b| b.last_transition_time.clone());
+        condition.last_transition_time = Some(kept.unwrap_or_else(|| now.clone()));
+    }
+    plan
+}
+
+fn decide(lf: &LambdaFunction, observed: &Observed, settings: &OperatorSettings) -> Plan {
     let generation = lf.metadata.generation;
     let mut status = LambdaFunctionStatus {
         observed_generation: generation,
@@ -491,5 +514,6 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Conditio
         status: status.to_owned(),
         reason: reason.to_owned(),
         message: message.to_owned(),
+        last_transition_time: None,
     }
 }

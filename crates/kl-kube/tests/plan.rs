@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kl_k8s::{BuildResources, Object, PlatformSettings, Registry};
 use kl_kube::plan::{BUILT, BuildState, Observed, OperatorSettings, POLL, READY, build_job_name, plan};
 use kl_kube::{BuildOutcome, LambdaFunction, Readiness, ServiceStatus};
@@ -27,6 +28,11 @@ fn settings() -> OperatorSettings {
         build_deadline: Duration::from_secs(1200),
         build_ttl: Duration::from_secs(3600),
     }
+}
+
+/// When the tests' observations are made.
+fn at() -> DateTime<Utc> {
+    "2026-12-07T10:00:00Z".parse().unwrap()
 }
 
 fn function(namespace: &str, generation: i64, spec: Value) -> LambdaFunction {
@@ -89,6 +95,7 @@ fn a_prebuilt_image_is_served_directly_with_its_triggers() {
             build: None,
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -156,6 +163,7 @@ fn ready_is_reported_only_for_the_current_revision() {
             build: None,
             service: Some(serving("hello-00002")),
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -175,6 +183,7 @@ fn ready_is_reported_only_for_the_current_revision() {
             build: None,
             service: Some(serving("hello-00001")),
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -196,6 +205,7 @@ fn ready_is_reported_only_for_the_current_revision() {
             build: None,
             service: Some(failed),
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -216,6 +226,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
             build: Some(BuildState::Absent),
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -258,6 +269,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
             build: Some(BuildState::Running),
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -273,6 +285,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
             build: Some(built),
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -292,6 +305,7 @@ fn a_source_is_built_first_and_served_from_the_pushed_digest() {
             build: Some(BuildState::Absent),
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -311,6 +325,7 @@ fn a_failed_build_is_reported_and_nothing_is_applied_until_the_spec_changes() {
             build: Some(failed),
             service: None,
             inline_context: None,
+            at: at(),
         },
         &settings(),
     );
@@ -350,6 +365,7 @@ fn git_and_s3_sources_become_kaniko_contexts() {
                 build: Some(BuildState::Absent),
                 service: None,
                 inline_context: None,
+                at: at(),
             },
             &settings(),
         );
@@ -431,6 +447,7 @@ fn specs_that_cannot_be_served_are_invalid_with_the_reason_and_apply_nothing() {
                 build: Some(BuildState::Absent),
                 service: None,
                 inline_context: None,
+                at: at(),
             },
             &settings(),
         );
@@ -471,4 +488,44 @@ proptest! {
         }));
         prop_assert_ne!(build_job_name(&other).unwrap(), base);
     }
+}
+
+#[test]
+fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+    let mut lf = image_function();
+    let observed = |service: Option<ServiceStatus>, at: &str| Observed {
+        build: None,
+        service,
+        inline_context: None,
+        at: at.parse().unwrap(),
+    };
+    let deploying = plan(&lf, &observed(None, "2026-12-07T10:00:00Z"), &settings());
+    let ready = &deploying.status.conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.last_transition_time.as_deref()),
+        ("Unknown", Some("2026-12-07T10:00:00Z"))
+    );
+
+    lf.status = Some(deploying.status);
+    let still = plan(&lf, &observed(None, "2026-12-07T10:00:30Z"), &settings());
+    assert_eq!(
+        still.status.conditions[0].last_transition_time.as_deref(),
+        Some("2026-12-07T10:00:00Z"),
+        "the same status keeps its time"
+    );
+    assert_eq!(Some(&still.status), lf.status.as_ref(), "nothing to write");
+
+    let serving = ServiceStatus {
+        readiness: Readiness::Ready,
+        url: Some("http://hello.kl-acme.svc.cluster.local".into()),
+        latest_ready_revision: Some("hello-00002".into()),
+        traffic: vec![("hello-00002".into(), 100)],
+    };
+    let ready = plan(&lf, &observed(Some(serving), "2026-12-07T10:01:00Z"), &settings());
+    assert_eq!(condition(&ready.status, READY), ("True".into(), "Serving".into()));
+    assert_eq!(
+        ready.status.conditions[0].last_transition_time.as_deref(),
+        Some("2026-12-07T10:01:00Z"),
+        "a new status, a new time"
+    );
 }
