@@ -84,24 +84,9 @@ pub(crate) async fn delete(
         .authorize(&caller, Action::ManageEnvironments, Some(&tenant))
         .await?;
     let runs_as = environment_tenant(&tenant, &name).map_err(invalid)?;
-    // The namespace first, as for a tenant: if the cluster refuses, the environment is kept.
-    if let Some(cluster) = &state.cluster {
-        let functions = state.store.function_count(&runs_as).await?;
-        if functions > 0 {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!("environment {name:?} still has {functions} function(s); delete them first"),
-            ));
-        }
-        cluster.delete_tenant(&runs_as).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "ClusterRefused",
-                format!("environment {name:?} is kept: the cluster did not delete its namespace: {e}"),
-            )
-        })?;
-    }
+    state
+        .delete_tenant_from_cluster(&runs_as, &format!("environment {name:?}"))
+        .await?;
     state.store.delete_environment(&tenant, &name).await?;
     state.egress.remove(&runs_as);
     tracing::info!(%tenant, environment = %name, token = %principal.token_id, "environment deleted");

@@ -110,6 +110,30 @@ impl AppState {
         })
     }
 
+    /// Deletes the namespace of `tenant` (a tenant or an environment, named in messages as
+    /// `what`) before the store forgets it, if functions run in a cluster: refused (409) while
+    /// it has functions; if the cluster refuses (502), it is kept and a retry completes.
+    pub async fn delete_tenant_from_cluster(&self, tenant: &str, what: &str) -> Result<(), ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let functions = self.store.function_count(tenant).await?;
+        if functions > 0 {
+            return Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                "Conflict",
+                format!("{what} still has {functions} function(s); delete them first"),
+            ));
+        }
+        cluster.delete_tenant(tenant).await.map_err(|e| {
+            ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                "ClusterRefused",
+                format!("{what} is kept: the cluster did not delete its namespace: {e}"),
+            )
+        })
+    }
+
     /// Whether the function's serving revision is public; `None` when it serves none.
     pub fn is_public(&self, tenant: &str, function: &str) -> Option<bool> {
         match &self.cluster {

@@ -162,25 +162,12 @@ pub(crate) async fn delete(
             ),
         ));
     }
-    // The namespace first: if the cluster refuses, the tenant is kept and a retry completes.
-    if let Some(cluster) = &state.cluster {
+    if state.cluster.is_some() {
         state.require_tenant(&tenant).await?;
-        let functions = state.store.function_count(&tenant).await?;
-        if functions > 0 {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!("tenant {tenant:?} still has {functions} function(s); delete them first"),
-            ));
-        }
-        cluster.delete_tenant(&tenant).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "ClusterRefused",
-                format!("tenant {tenant:?} is kept: the cluster did not delete its namespace: {e}"),
-            )
-        })?;
     }
+    state
+        .delete_tenant_from_cluster(&tenant, &format!("tenant {tenant:?}"))
+        .await?;
     state.store.delete_tenant(&tenant).await?;
     state.egress.remove(&tenant);
     // Its triggers went with it (cascade): no more pings for it.

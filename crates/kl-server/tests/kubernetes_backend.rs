@@ -815,6 +815,36 @@ async fn rollback_and_promotion_move_knative_traffic_and_a_failed_rollout_moves_
     assert_eq!(prod[2], (MERGE.to_owned(), pinned_to("hello-00001")));
     assert!(server.revision("acme-prod", 1).await.serving);
     assert!(!server.revision("acme-prod", 2).await.serving);
+
+    // An environment's namespace goes before it, and not while it has functions.
+    let delete = |env: &str| {
+        server
+            .request(
+                http::Method::DELETE,
+                &format!("/v1/tenants/acme/environments/{env}"),
+            )
+            .send()
+    };
+    let busy = delete("prod").await.unwrap();
+    assert_eq!(busy.status(), 409);
+    let refused: Value = busy.json().await.unwrap();
+    assert_eq!(
+        refused["error"]["message"],
+        "environment \"prod\" still has 1 function(s); delete them first"
+    );
+    let (code, created) = server
+        .post(
+            "/v1/tenants/acme/environments",
+            json!({"name": "qa", "share": 10}),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(delete("qa").await.unwrap().status(), 204);
+    sent_to(&sent, "DELETE", "/api/v1/namespaces/kl-acme-qa");
+    assert!(
+        !lines(&sent).contains(&"DELETE /api/v1/namespaces/kl-acme-prod".to_owned()),
+        "a busy environment keeps its namespace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
